@@ -1,0 +1,304 @@
+"""Functional core of ABC-Net quantization: weight bases, activation bases, STEs.
+
+Everything here is plain torch and knows nothing about training frameworks.
+
+Weights (Lin et al. 2017, eq. 1-3):
+    W ≈ Σ_m α_m B_m,   B_m = sign(W - mean(W) + u_m · std(W)),   u_m = -1 + (m-1)·2/(M-1)
+    α = argmin ||vec(W) - [vec(B_1) … vec(B_M)] α||²   (least squares, no intercept)
+Activations (eq. 6-7):
+    R ≈ Σ_n β_n A_n,   A_n = 2·1[clip(R + v_n, 0, 1) ≥ 0.5] - 1
+Gradients use straight-through estimators: identity through each weight base (so
+∂c/∂W = Σ_m α_m ∂c/∂B_m with α held constant) and the clip window 1[0 ≤ R + v_n ≤ 1]
+through each activation base.
+"""
+
+from __future__ import annotations
+
+import numbers
+import os
+import warnings
+
+import torch
+from torch import Tensor
+
+SCOPES = ("layer", "channel")
+
+
+def check_count(name: str, value: object, minimum: int) -> int:
+    """``value`` as an int; ValueError naming ``name`` unless it is an integer >= minimum."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        else:
+            raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    value = int(value)
+    if value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
+    return value
+
+
+def weight_shifts(M: int) -> Tensor:
+    """The M fixed shifts u_i = -1 + (i-1)·2/(M-1) of the paper (u_1 = 0 when M = 1)."""
+    M = check_count("M", M, 1)
+    if M == 1:
+        return torch.zeros(1)
+    return torch.linspace(-1.0, 1.0, M)
+
+
+def _as_shifts(
+    M: int, shifts: Tensor | list[float] | tuple[float, ...] | None, like: Tensor
+) -> Tensor:
+    if shifts is None:
+        return weight_shifts(M).to(device=like.device, dtype=like.dtype)
+    u = torch.as_tensor(shifts, dtype=like.dtype, device=like.device)
+    if u.dim() != 1 or u.numel() != M:
+        raise ValueError(f"shifts must hold exactly M={M} values, got shape {tuple(u.shape)}")
+    return u
+
+
+def sign_pm1(x: Tensor) -> Tensor:
+    """sign() that maps 0 to +1, so every value is exactly ±1."""
+    return torch.where(x >= 0, torch.ones_like(x), -torch.ones_like(x))
+
+
+class _SignSTE(torch.autograd.Function):
+    """±1 sign in the forward pass, identity gradient in the backward pass."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:  # type: ignore[override]
+        return sign_pm1(x)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
+        return grad
+
+
+def sign_ste(x: Tensor) -> Tensor:
+    """±1 sign with a straight-through (identity) gradient."""
+    return _SignSTE.apply(x)
+
+
+def _solve_alpha(B: Tensor, w: Tensor) -> Tensor:
+    """Least-squares α for w ≈ Bᵀα, batched: B (..., M, K), w (..., K) -> α (..., M).
+
+    Uses the pseudo-inverse of the M×M Gram matrix (in float64), which is the minimum-norm
+    least-squares solution and stays finite when bases coincide (singular BᵀB).
+    """
+    G = B.double() @ B.double().transpose(-1, -2)  # (..., M, M)
+    b = (B.double() @ w.double().unsqueeze(-1)).squeeze(-1)  # (..., M)
+    alpha = (torch.linalg.pinv(G, hermitian=True) @ b.unsqueeze(-1)).squeeze(-1)
+    return alpha.to(w.dtype)
+
+
+def _stats(W: Tensor, scope: str) -> tuple[Tensor, Tensor, Tensor]:
+    """Flattened weights (G, K) and their mean/std (G, 1); G = 1 (layer) or C_out (channel)."""
+    if scope not in SCOPES:
+        raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
+    flat = W.reshape(1, -1) if scope == "layer" else W.reshape(W.shape[0], -1)
+    mean = flat.mean(dim=1, keepdim=True)
+    std = flat.std(dim=1, correction=0, keepdim=True)
+    return flat, mean, std
+
+
+def weight_bases(
+    W: Tensor,
+    M: int,
+    shifts: Tensor | list[float] | None = None,
+    scope: str = "layer",
+) -> tuple[Tensor, Tensor]:
+    """Binary bases and least-squares scales of a weight tensor.
+
+    Returns ``B`` of shape (M, *W.shape) with values exactly ±1 and ``alpha`` of shape (M,)
+    for ``scope="layer"`` (paper) or (M, C_out) for ``scope="channel"`` (statistics and
+    regression per output filter). Gradients flow to ``W`` (and to ``shifts`` if it requires
+    grad) through an identity straight-through estimator per base; ``alpha`` is detached.
+    """
+    M = check_count("M", M, 1)
+    u = _as_shifts(M, shifts, W)
+    flat, mean, std = _stats(W, scope)
+    # z_m = W - mean + u_m·std, statistics held constant so ∂B_m/∂W is the plain STE.
+    z = (flat - mean.detach()).unsqueeze(0) + u.view(M, 1, 1) * std.detach().unsqueeze(0)
+    B = sign_ste(z)  # (M, G, K)
+    with torch.no_grad():
+        alpha = _solve_alpha(B.detach().transpose(0, 1), flat.detach())  # (G, M)
+    alpha = alpha.transpose(0, 1)  # (M, G)
+    if scope == "layer":
+        alpha = alpha.reshape(M)
+    return B.reshape(M, *W.shape), alpha
+
+
+def expand_alpha(alpha: Tensor, weight_dim: int) -> Tensor:
+    """View α, (M,) or (M, C_out), so that it broadcasts against bases of shape (M, *W.shape)."""
+    if alpha.dim() == 1:
+        return alpha.view(-1, *([1] * weight_dim))
+    return alpha.view(alpha.shape[0], alpha.shape[1], *([1] * (weight_dim - 1)))
+
+
+def fold_weight_bases(B: Tensor, alpha: Tensor) -> Tensor:
+    """Σ_m α_m B_m: the single float weight equal to the weighted sum of the binary bases."""
+    return (expand_alpha(alpha, B.dim() - 1) * B).sum(dim=0)
+
+
+def weight_reconstruction_error(W: Tensor, M: int, scope: str = "layer") -> float:
+    """Relative error ||W - Σα_m B_m|| / ||W|| of the M-base approximation."""
+    with torch.no_grad():
+        B, alpha = weight_bases(W, M, scope=scope)
+        approx = fold_weight_bases(B, alpha)
+        return float((W - approx).norm() / W.norm().clamp_min(1e-12))
+
+
+# ---------------------------------------------------------------- activations
+
+
+def activation_shifts(N: int, center: float = 0.5, spread: float = 1.0) -> Tensor:
+    """Initial activation shifts v_n = center + spread·linspace(-1, 1, N) (center alone if N = 1).
+
+    The binarisation threshold of base n is 0.5 - v_n, so the default center 0.5 puts the
+    thresholds symmetrically around 0 and ``spread`` sets how far apart they start. The
+    shifts must differ: identical v_n would make the N bases identical forever.
+    """
+    N = check_count("N", N, 1)
+    if N == 1:
+        return torch.full((1,), float(center))
+    if spread <= 0:
+        raise ValueError(f"act_shift_spread must be > 0 when N > 1, got {spread}")
+    return center + spread * torch.linspace(-1.0, 1.0, N)
+
+
+def _check_act_params(v: Tensor, beta: Tensor) -> None:
+    if v.dim() != 1 or beta.shape != v.shape:
+        raise ValueError(
+            f"v and beta must be 1-D tensors of the same length N, got {tuple(v.shape)} and "
+            f"{tuple(beta.shape)}"
+        )
+
+
+def _edges(v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-base edges in x: A_n = +1 iff x ≥ 0.5 - v_n; the STE window is -v_n ≤ x ≤ 1 - v_n.
+
+    Comparing x with edges computed once from v is the paper's clip(x + v, 0, 1) ≥ 0.5 and
+    0 ≤ x + v ≤ 1, and lets the fused and per-base paths agree bit for bit.
+    """
+    return -v, 0.5 - v, 1.0 - v
+
+
+def _act_forward(x: Tensor, v: Tensor, beta: Tensor) -> Tensor:
+    """Σ_n β_n A_n, written as plain tensor ops so torch.compile can fuse it into one pass."""
+    _, mid, _ = _edges(v)
+    out = torch.where(x >= mid[0], beta[0], -beta[0])
+    for n in range(1, v.shape[0]):
+        out = out + torch.where(x >= mid[n], beta[n], -beta[n])
+    return out
+
+
+def _act_backward(
+    x: Tensor, grad: Tensor, v: Tensor, beta: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Gradients of Σ_n β_n A_n: to x (window sum), to each v_n and β_n (reductions)."""
+    lo, mid, hi = _edges(v)
+    window_sum = torch.zeros_like(x)
+    gv, gb = [], []
+    for n in range(v.shape[0]):
+        window = (x >= lo[n]) & (x <= hi[n])
+        window_sum = window_sum + torch.where(window, beta[n], 0.0)
+        gv.append(beta[n] * torch.where(window, grad, 0.0).sum())
+        gb.append(torch.where(x >= mid[n], grad, -grad).sum())
+    return grad * window_sum, torch.stack(gv), torch.stack(gb)
+
+
+_KERNEL_NAMES = ("auto", "compiled", "eager")
+_kernel = {"name": os.environ.get("ABC_LAB_KERNEL", "auto"), "compiled": None}
+
+
+def set_kernel(name: str) -> None:
+    """Choose how the fused activation runs: "compiled" (torch.compile: one fused pass per
+    direction, ~N× fewer memory passes), "eager" (plain ops, no compile delay) or "auto"
+    (compiled, falling back to eager where compilation is unavailable)."""
+    if name not in _KERNEL_NAMES:
+        raise ValueError(f"kernel must be one of {_KERNEL_NAMES}, got {name!r}")
+    _kernel["name"] = name
+
+
+def _kernels():
+    if _kernel["name"] == "eager":
+        return _act_forward, _act_backward
+    if _kernel["compiled"] is None:
+        try:
+            _kernel["compiled"] = (
+                torch.compile(_act_forward, dynamic=True),
+                torch.compile(_act_backward, dynamic=True),
+            )
+        except Exception as err:  # pragma: no cover - platform without a compiler
+            if _kernel["name"] == "compiled":
+                raise
+            warnings.warn(f"torch.compile unavailable ({err}); using eager kernels", stacklevel=2)
+            _kernel["name"] = "eager"
+            return _act_forward, _act_backward
+    return _kernel["compiled"]
+
+
+class _ABCActivation(torch.autograd.Function):
+    """Fused Σ_n β_n A_n with the clip-window STE; stores x only, never the N bases."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, v: Tensor, beta: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x, v, beta)
+        return _kernels()[0](x, v, beta)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        x, v, beta = ctx.saved_tensors
+        gx, gv, gb = _kernels()[1](x, grad.contiguous(), v, beta)
+        return gx, gv.to(v.dtype), gb.to(beta.dtype)
+
+
+def abc_activation(x: Tensor, v: Tensor, beta: Tensor) -> Tensor:
+    """Folded binary activation Σ_n β_n H_{v_n}(x), computed without materialising N bases."""
+    _check_act_params(v, beta)
+    return _ABCActivation.apply(x, v.to(x.dtype), beta.to(x.dtype))
+
+
+class _StepSTE(torch.autograd.Function):
+    """One activation base H_v(x) = 2·1[x + v ≥ 0.5] - 1, gradient 1[0 ≤ x + v ≤ 1] to x and v."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, v: Tensor) -> Tensor:  # type: ignore[override]
+        lo, mid, hi = _edges(v)
+        ctx.save_for_backward((x >= lo) & (x <= hi))
+        return sign_pm1(x - mid)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        (window,) = ctx.saved_tensors
+        g = grad * window.to(grad.dtype)
+        return g, g.sum().reshape(1)
+
+
+def activation_bases(x: Tensor, v: Tensor, beta: Tensor) -> tuple[Tensor, Tensor]:
+    """The N activation bases A_n = H_{v_n}(x), shape (N, *x.shape), and their scales β.
+
+    Each base carries the clip-window STE, so gradients reach x and v through it and β
+    through the caller's weighted sum; ``abc_activation`` is the memory-light fused form.
+    """
+    _check_act_params(v, beta)
+    A = torch.stack([_StepSTE.apply(x, v[n : n + 1]) for n in range(v.numel())])
+    return A, beta
+
+
+class _SignWindowSTE(torch.autograd.Function):
+    """±1 sign with the BNN straight-through window: gradient passes where |x| ≤ 1."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x)
+        return sign_pm1(x)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
+        (x,) = ctx.saved_tensors
+        return grad * (x.abs() <= 1).to(grad.dtype)
+
+
+def sign_window_ste(x: Tensor) -> Tensor:
+    """sign(x) in {-1,+1} with gradient 1[|x| ≤ 1] (Courbariaux/Hubara BNN, XNOR-Net)."""
+    return _SignWindowSTE.apply(x)

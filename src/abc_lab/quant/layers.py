@@ -1,0 +1,229 @@
+"""Quantized drop-in layers: ``QuantConv2d`` / ``QuantLinear`` and the ABC-Net flavours.
+
+Training runs ONE float operation on the folded weight Σ_m α_m B_m and the folded input
+Σ_n β_n A_n. Convolution and linear maps are bilinear, so this equals exactly the
+Σ_m Σ_n α_m β_n op(B_m, A_n) that a bitwise engine executes as M·N binary operations;
+``forward_reference`` computes that sum literally and is used to prove the equivalence.
+(With padding, the identity holds for zero padding of the folded input; an engine that
+pads binary inputs with ±1 has to correct the border.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .functional import check_count
+from .quantizers import ABCInput, ABCWeight, InputQuantizer, WeightQuantizer
+
+
+class _QuantMixin:
+    """Shared logic: quantize the kernel and the input, then run the layer's own op."""
+
+    kernel_quantizer: WeightQuantizer | None
+    input_quantizer: InputQuantizer | None
+    weight: Tensor
+    bias: Tensor | None
+
+    def _init_quantizers(
+        self, kernel_quantizer: WeightQuantizer | None, input_quantizer: InputQuantizer | None
+    ) -> None:
+        self.kernel_quantizer = kernel_quantizer
+        self.input_quantizer = input_quantizer
+        self.reference = False  # True: run the literal M·N binary operations (slow, for checks)
+
+    def _op(self, x: Tensor, w: Tensor, bias: Tensor | None) -> Tensor:
+        raise NotImplementedError
+
+    def _channel_view(self, t: Tensor, out: Tensor) -> Tensor:
+        """Reshape a per-output-channel vector so it broadcasts over this layer's output."""
+        return t.view(1, -1, *([1] * (out.dim() - 2)))
+
+    def quantized_weight(self) -> Tensor:
+        return self.weight if self.kernel_quantizer is None else self.kernel_quantizer(self.weight)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.reference:
+            return self.forward_reference(x)
+        if self.input_quantizer is not None:
+            x = self.input_quantizer(x)
+        return self._op(x, self.quantized_weight(), self.bias)
+
+    def forward_reference(self, x: Tensor) -> Tensor:
+        """Σ_m Σ_n α_m β_n op(B_m, A_n) + bias, as M·N separate binary operations."""
+        if self.kernel_quantizer is None:
+            B, alpha = self.weight.unsqueeze(0), None
+        else:
+            B, alpha = self.kernel_quantizer.decompose(self.weight)
+        if self.input_quantizer is None:
+            A, beta = x.unsqueeze(0), None
+        else:
+            A, beta = self.input_quantizer.decompose(x)
+        out = None
+        for m in range(B.shape[0]):
+            for n in range(A.shape[0]):
+                term = self._op(A[n], B[m], None)
+                if beta is not None:
+                    term = beta[n] * term
+                if alpha is not None:
+                    a = alpha[m]
+                    term = a * term if a.dim() == 0 else self._channel_view(a, term) * term
+                out = term if out is None else out + term
+        if self.bias is not None:
+            out = out + self._channel_view(self.bias, out)
+        return out
+
+    def extra_quant_repr(self) -> str:
+        k = self.kernel_quantizer.alias if self.kernel_quantizer is not None else "fp"
+        i = self.input_quantizer.alias if self.input_quantizer is not None else "fp"
+        return f", kernel={k}, input={i}"
+
+
+class QuantConv2d(_QuantMixin, nn.Conv2d):
+    """``nn.Conv2d`` with optional ``kernel_quantizer`` and ``input_quantizer`` (Larq style)."""
+
+    def __init__(
+        self,
+        *args,
+        kernel_quantizer: WeightQuantizer | None = None,
+        input_quantizer: InputQuantizer | None = None,
+        **kwargs,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self._init_quantizers(kernel_quantizer, input_quantizer)
+
+    def _op(self, x: Tensor, w: Tensor, bias: Tensor | None) -> Tensor:
+        return self._conv_forward(x, w, bias)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + self.extra_quant_repr()
+
+
+class QuantLinear(_QuantMixin, nn.Linear):
+    """``nn.Linear`` with optional ``kernel_quantizer`` and ``input_quantizer``."""
+
+    def __init__(
+        self,
+        *args,
+        kernel_quantizer: WeightQuantizer | None = None,
+        input_quantizer: InputQuantizer | None = None,
+        **kwargs,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self._init_quantizers(kernel_quantizer, input_quantizer)
+
+    def _op(self, x: Tensor, w: Tensor, bias: Tensor | None) -> Tensor:
+        return F.linear(x, w, bias)
+
+    def _channel_view(self, t: Tensor, out: Tensor) -> Tensor:
+        return t  # linear outputs keep features in the last dimension
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + self.extra_quant_repr()
+
+
+def _abc_quantizers(
+    M: int,
+    N: int,
+    shifts: Sequence[float] | None,
+    alpha_scope: str,
+    trainable_shifts: bool,
+    act_shift_center: float,
+    act_shift_spread: float,
+    beta_init: float | None,
+) -> tuple[ABCWeight, ABCInput | None]:
+    N = check_count("N", N, 0)
+    kernel = ABCWeight(M, shifts=shifts, scope=alpha_scope, trainable_shifts=trainable_shifts)
+    inp = None if N == 0 else ABCInput(N, act_shift_center, act_shift_spread, beta_init)
+    return kernel, inp
+
+
+class ABCConv2d(QuantConv2d):
+    """ABC-Net convolution: M weight bases, N activation bases (N = 0: float activations).
+
+    Takes ``nn.Conv2d``'s arguments plus the ABC ones, so it drops in for a Conv2d.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, int],
+        stride: int | tuple[int, int] = 1,
+        padding: int | tuple[int, int] | str = 0,
+        dilation: int | tuple[int, int] = 1,
+        groups: int = 1,
+        bias: bool = True,
+        padding_mode: str = "zeros",
+        device=None,
+        dtype=None,
+        *,
+        M: int = 3,
+        N: int = 3,
+        shifts: Sequence[float] | None = None,
+        alpha_scope: str = "layer",
+        trainable_shifts: bool = False,
+        act_shift_center: float = 0.5,
+        act_shift_spread: float = 1.0,
+        beta_init: float | None = None,
+    ) -> None:
+        kernel, inp = _abc_quantizers(
+            M,
+            N,
+            shifts,
+            alpha_scope,
+            trainable_shifts,
+            act_shift_center,
+            act_shift_spread,
+            beta_init,
+        )
+        super().__init__(
+            in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
+            padding_mode, device, dtype, kernel_quantizer=kernel, input_quantizer=inp,
+        )  # fmt: skip
+
+
+class ABCLinear(QuantLinear):
+    """ABC-Net linear layer: M weight bases, N activation bases (N = 0: float activations)."""
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        device=None,
+        dtype=None,
+        *,
+        M: int = 3,
+        N: int = 3,
+        shifts: Sequence[float] | None = None,
+        alpha_scope: str = "layer",
+        trainable_shifts: bool = False,
+        act_shift_center: float = 0.5,
+        act_shift_spread: float = 1.0,
+        beta_init: float | None = None,
+    ) -> None:
+        kernel, inp = _abc_quantizers(
+            M,
+            N,
+            shifts,
+            alpha_scope,
+            trainable_shifts,
+            act_shift_center,
+            act_shift_spread,
+            beta_init,
+        )
+        super().__init__(
+            in_features,
+            out_features,
+            bias,
+            device,
+            dtype,
+            kernel_quantizer=kernel,
+            input_quantizer=inp,
+        )
+
+
+__all__ = ["QuantConv2d", "QuantLinear", "ABCConv2d", "ABCLinear"]

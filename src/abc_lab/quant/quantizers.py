@@ -1,0 +1,157 @@
+"""Quantizers: small named modules that binarise a weight or an input tensor.
+
+A weight quantizer maps a float weight W to binary bases and scales, ``decompose(W) ->
+(B, alpha)`` with B of shape (M, *W.shape) and alpha of shape (M,) or (M, C_out); its
+forward pass returns the folded weight Σ_m α_m B_m. An input (activation) quantizer
+maps x to ``decompose(x) -> (A, beta)`` with A of shape (N, *x.shape) and its forward
+pass returns the folded activation Σ_n β_n A_n, fused where that saves memory.
+``bits`` is the number of binary bases a value is stored or computed with (32 = float).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from . import functional as QF
+
+
+class WeightQuantizer(nn.Module):
+    """Base class: a weight expressed as Σ_m α_m B_m with B_m ∈ {-1,+1}."""
+
+    alias = "weight"
+    bits = 32
+    scope = "layer"
+
+    def decompose(self, W: Tensor) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+    def forward(self, W: Tensor) -> Tensor:
+        B, alpha = self.decompose(W)
+        return QF.fold_weight_bases(B, alpha)
+
+    def scale_count(self, W: Tensor) -> int:
+        """How many float scales the layer stores besides the bits."""
+        return self.bits * (W.shape[0] if self.scope == "channel" else 1)
+
+
+class SignWeight(WeightQuantizer):
+    """BNN weights: sign(W), no scale, STE with the |W| ≤ 1 window."""
+
+    alias = "sign"
+    bits = 1
+
+    def decompose(self, W: Tensor) -> tuple[Tensor, Tensor]:
+        return QF.sign_window_ste(W).unsqueeze(0), torch.ones(1, dtype=W.dtype, device=W.device)
+
+    def scale_count(self, W: Tensor) -> int:
+        return 0
+
+
+class ScaledSignWeight(WeightQuantizer):
+    """XNOR-Net / BWN weights: sign(W) · mean(|W|) per output filter, identity STE."""
+
+    alias = "bwn"
+    bits = 1
+    scope = "channel"
+
+    def decompose(self, W: Tensor) -> tuple[Tensor, Tensor]:
+        alpha = W.detach().abs().reshape(W.shape[0], -1).mean(dim=1).unsqueeze(0)  # (1, C_out)
+        return QF.sign_ste(W).unsqueeze(0), alpha
+
+
+class ABCWeight(WeightQuantizer):
+    """ABC-Net weights: M shifted-sign bases with least-squares scales (per layer or channel)."""
+
+    alias = "abc"
+
+    def __init__(
+        self,
+        M: int = 3,
+        shifts: Sequence[float] | None = None,
+        scope: str = "layer",
+        trainable_shifts: bool = False,
+    ) -> None:
+        super().__init__()
+        self.M = QF.check_count("M", M, 1)
+        if scope not in QF.SCOPES:
+            raise ValueError(f"alpha_scope must be one of {QF.SCOPES}, got {scope!r}")
+        self.scope = scope
+        self.bits = self.M
+        u = (
+            QF.weight_shifts(self.M)
+            if shifts is None
+            else torch.as_tensor(shifts, dtype=torch.float32)
+        )
+        if u.dim() != 1 or u.numel() != self.M:
+            raise ValueError(
+                f"shifts must hold exactly M={self.M} values, got {list(u.reshape(-1).tolist())}"
+            )
+        if trainable_shifts:
+            self.shifts = nn.Parameter(u.clone())
+        else:
+            self.register_buffer("shifts", u.clone())
+
+    def decompose(self, W: Tensor) -> tuple[Tensor, Tensor]:
+        return QF.weight_bases(W, self.M, shifts=self.shifts.to(W.dtype), scope=self.scope)
+
+    def extra_repr(self) -> str:
+        trainable = isinstance(self.shifts, nn.Parameter)
+        return f"M={self.M}, scope={self.scope}, trainable_shifts={trainable}"
+
+
+class InputQuantizer(nn.Module):
+    """Base class: an input expressed as Σ_n β_n A_n with A_n ∈ {-1,+1}."""
+
+    alias = "input"
+    bits = 1
+
+    def decompose(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+
+class SignInput(InputQuantizer):
+    """BNN / XNOR-Net activations: sign(x) with the |x| ≤ 1 straight-through window."""
+
+    alias = "sign"
+
+    def forward(self, x: Tensor) -> Tensor:
+        return QF.sign_window_ste(x)
+
+    def decompose(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return QF.sign_window_ste(x).unsqueeze(0), torch.ones(1, dtype=x.dtype, device=x.device)
+
+
+class ABCInput(InputQuantizer):
+    """ABC-Net activations: N shifted binarisations with trainable shifts v and scales β.
+
+    v starts spread evenly (``activation_shifts``) so the N bases differ; β starts at
+    ``beta_init`` (default 1/N, so the folded activation lies in [-1, 1] for any N).
+    """
+
+    alias = "abc"
+
+    def __init__(
+        self,
+        N: int = 3,
+        shift_center: float = 0.5,
+        shift_spread: float = 1.0,
+        beta_init: float | None = None,
+    ) -> None:
+        super().__init__()
+        self.N = QF.check_count("N", N, 1)
+        self.bits = self.N
+        self.v = nn.Parameter(QF.activation_shifts(self.N, shift_center, shift_spread))
+        b = 1.0 / self.N if beta_init is None else float(beta_init)
+        self.beta = nn.Parameter(torch.full((self.N,), b))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return QF.abc_activation(x, self.v, self.beta)
+
+    def decompose(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return QF.activation_bases(x, self.v.to(x.dtype), self.beta.to(x.dtype))
+
+    def extra_repr(self) -> str:
+        return f"N={self.N}"

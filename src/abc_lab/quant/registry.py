@@ -1,0 +1,143 @@
+"""Quantizer configurations by name: fp, bnn, bwn, xnor, abc (Larq-style string aliases).
+
+``QuantConfig`` is plain data (Hydra builds it from ``conf/quant/*.yaml``); the registry
+maps its ``name`` to a recipe that makes fresh weight / input quantizers for each layer.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+from . import functional as QF
+from .quantizers import (
+    ABCInput,
+    ABCWeight,
+    InputQuantizer,
+    ScaledSignWeight,
+    SignInput,
+    SignWeight,
+    WeightQuantizer,
+)
+
+Recipe = Callable[["QuantConfig"], tuple[WeightQuantizer | None, InputQuantizer | None]]
+_REGISTRY: dict[str, Recipe] = {}
+
+
+def register_quantizer(name: str) -> Callable[[Recipe], Recipe]:
+    """Register a recipe ``cfg -> (kernel_quantizer, input_quantizer)`` under ``name``."""
+
+    def deco(fn: Recipe) -> Recipe:
+        _REGISTRY[name] = fn
+        return fn
+
+    return deco
+
+
+def list_quantizers() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+@dataclass
+class QuantConfig:
+    """Which quantizer, with which bases, applied to which layers.
+
+    name: fp | bnn | bwn | xnor | abc.  M, N: ABC weight / activation base counts (N = 0:
+    float activations, the paper's weight-only rows). shifts: weight shifts u (default
+    evenly spread in [-1, 1]). alpha_scope: "layer" (paper) or "channel". act_shift_center /
+    act_shift_spread: initial v (see ``activation_shifts``). keep_first / keep_last: leave the
+    first conv and the last linear layer in full precision. keep_fp: extra module-name
+    patterns (fnmatch) to leave in full precision; by default the 1x1 shortcut convs
+    ("*downsample*"), which see the non-negative block input and are kept float in
+    common binary-ResNet practice.
+    """
+
+    name: str = "abc"
+    M: int = 3
+    N: int = 3
+    shifts: list[float] | None = None
+    alpha_scope: str = "layer"
+    trainable_shifts: bool = False
+    act_shift_center: float = 0.5
+    act_shift_spread: float = 1.0
+    beta_init: float | None = None
+    keep_first: bool = True
+    keep_last: bool = True
+    keep_fp: list[str] = field(default_factory=lambda: ["*downsample*"])
+
+    def __post_init__(self) -> None:
+        if self.name not in _REGISTRY:
+            raise ValueError(
+                f"unknown quantizer {self.name!r}; choose one of {', '.join(list_quantizers())}"
+            )
+        self.M = QF.check_count("M", self.M, 1)
+        self.N = QF.check_count("N", self.N, 0)
+        if self.alpha_scope not in QF.SCOPES:
+            raise ValueError(f"alpha_scope must be one of {QF.SCOPES}, got {self.alpha_scope!r}")
+        if self.shifts is not None:
+            self.shifts = [float(u) for u in self.shifts]
+            if len(self.shifts) != self.M:
+                raise ValueError(
+                    f"shifts must hold exactly M={self.M} values, got {self.shifts}"
+                )
+        if self.N > 1 and self.act_shift_spread <= 0:
+            raise ValueError(
+                f"act_shift_spread must be > 0 when N > 1 (else the N bases coincide), "
+                f"got {self.act_shift_spread}"
+            )
+        self.keep_fp = list(self.keep_fp)
+
+    def make(self) -> tuple[WeightQuantizer | None, InputQuantizer | None]:
+        """Fresh (kernel_quantizer, input_quantizer) for one layer."""
+        return _REGISTRY[self.name](self)
+
+    def is_kept_fp(self, module_name: str) -> bool:
+        return any(fnmatch.fnmatch(module_name, p) for p in self.keep_fp)
+
+    @property
+    def weight_bits(self) -> int:
+        kernel, _ = self.make()
+        return 32 if kernel is None else kernel.bits
+
+    @property
+    def act_bits(self) -> int:
+        _, inp = self.make()
+        return 32 if inp is None else inp.bits
+
+    def label(self) -> str:
+        """Short human label: 'fp', 'xnor', 'abc(3,3)', 'abc(3,w)' for weight-only."""
+        if self.name != "abc":
+            return self.name
+        return f"abc({self.M},{self.N if self.N else 'w'})"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@register_quantizer("fp")
+def _fp(cfg: QuantConfig):
+    return None, None
+
+
+@register_quantizer("bnn")
+def _bnn(cfg: QuantConfig):
+    return SignWeight(), SignInput()
+
+
+@register_quantizer("bwn")
+def _bwn(cfg: QuantConfig):
+    return ScaledSignWeight(), None
+
+
+@register_quantizer("xnor")
+def _xnor(cfg: QuantConfig):
+    return ScaledSignWeight(), SignInput()
+
+
+@register_quantizer("abc")
+def _abc(cfg: QuantConfig):
+    kernel = ABCWeight(cfg.M, cfg.shifts, cfg.alpha_scope, cfg.trainable_shifts)
+    if cfg.N == 0:
+        return kernel, None
+    return kernel, ABCInput(cfg.N, cfg.act_shift_center, cfg.act_shift_spread, cfg.beta_init)

@@ -1,0 +1,220 @@
+"""The report's tables: formatting of numbers, the per-group results table, the paper's table.
+
+Accuracies are stored as fractions and shown as percentages; gaps are in percentage points.
+"""
+
+from __future__ import annotations
+
+from rich.table import Table as RichTable
+from rich.text import Text
+
+from . import paper
+from .document import Table
+from .matching import Group, Row, Stat
+from .records import Run
+
+DASH = "—"
+
+
+def fmt_pct(value: Stat | None, digits: int = 2) -> str:
+    """``91.23 ± 0.15`` (mean ± sample std over seeds, in %); no ± for one seed."""
+    if value is None:
+        return DASH
+    text = f"{100 * value.mean:.{digits}f}"
+    return text if value.std is None else f"{text} ± {100 * value.std:.{digits}f}"
+
+
+def fmt_gap(points: float | None) -> str:
+    return DASH if points is None else f"{points:+.2f}"
+
+
+def fmt_bytes(n: float | None) -> str:
+    if not n:
+        return DASH
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= size:
+            return f"{n / size:.2f} {unit}"
+    return f"{n:.0f} B"
+
+
+def fmt_count(n: float | None) -> str:
+    """MACs as ``1.23 G`` / ``45.6 M`` / ``789 k``; ``0`` stays ``0``."""
+    if n is None:
+        return DASH
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= size:
+            return f"{n / size:.3g} {unit}"
+    return f"{n:.0f}"
+
+
+def fmt_ratio(x: float | None, digits: int = 2) -> str:
+    return DASH if x is None else f"{x:.{digits}f}×"
+
+
+def fmt_time(seconds: float | None) -> str:
+    if seconds is None:
+        return DASH
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 2 * 3600:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.2f} h"
+
+
+def fmt_int(value: object) -> str:
+    return DASH if value is None else str(value)
+
+
+MAIN_HEADERS = [
+    "quantizer",
+    "M",
+    "N",
+    "seeds",
+    "top-1 %",
+    "top-5 %",
+    "gap (pts)",
+    "packed weights",
+    "compression",
+    "binary MACs",
+    "float MACs",
+    "speed-up binary",
+    "speed-up model",
+    "train time",
+    "throughput vs fp",
+    "from ckpt",
+]
+MAIN_ALIGN = ["left", "right", "right", "left"] + ["right"] * 11 + ["left"]
+
+
+def _main_row(row: Row, group: Group) -> list[str]:
+    s = row.summary
+    is_base = row is group.baseline
+    gap = DASH if is_base else ("no baseline" if group.baseline is None else fmt_gap(row.gap))
+    return [
+        f"{row.label} (baseline)" if is_base else row.label,
+        fmt_int(row.M),
+        fmt_int(row.N),
+        ", ".join(str(seed) for seed in row.seeds),
+        fmt_pct(row.top1),
+        fmt_pct(row.top5),
+        gap,
+        fmt_bytes(s.get("memory_packed_bytes")),
+        fmt_ratio(s.get("compression"), 1),
+        fmt_count(s.get("binary_macs")),
+        fmt_count(s.get("float_macs")),
+        fmt_ratio(row.binary_speedup, 1),
+        fmt_ratio(row.model_speedup),
+        fmt_time(row.wall_time_s.mean if row.wall_time_s else None),
+        fmt_ratio(row.rel_throughput),
+        "yes" if row.initialised else "no",
+    ]
+
+
+def main_table(group: Group, title: str) -> Table:
+    """The results table of one group: baseline first, then binary variants."""
+    split = "test" if group.metric == "test" else "validation (no test metrics in every record)"
+    caption = (
+        f"Accuracy on the {split} split, mean ± sample std over seeds. Gap: top-1 points "
+        "against the fp mean. Speed-up binary: 64/(M·N) per binary MAC; model: all MACs "
+        "over (float MACs + binary ops/64)."
+    )
+    rows = [_main_row(row, group) for row in group.all_rows]
+    return Table(MAIN_HEADERS, rows, MAIN_ALIGN, title=title, caption=caption, main=True)
+
+
+def _ours_by_label(group: Group) -> dict[str, list[Row]]:
+    out: dict[str, list[Row]] = {}
+    for row in group.all_rows:
+        out.setdefault(row.base_label, []).append(row)
+    return out
+
+
+def paper_comparison(group: Group) -> Table:
+    """Our rows next to the paper's rows with the same quantizer label."""
+    ours = _ours_by_label(group)
+    results = paper.by_label()
+    labels = [r.label for r in paper.RESULTS if r.label in ours]
+    labels += [label for label in ours if label not in results]
+    rows: list[list[str]] = []
+    for label in labels:
+        ref = results.get(label)
+        for row in ours[label]:
+            gap = DASH if row is group.baseline else fmt_gap(row.gap)
+            rows.append(
+                [
+                    row.label,
+                    DASH if ref is None else f"{ref.top1:.1f}",
+                    DASH if ref is None or ref.label == "fp" else f"{ref.gap:+.1f}",
+                    fmt_pct(row.top1, 1),
+                    gap,
+                ]
+            )
+    return Table(
+        ["quantizer", "paper top-1 %", "paper gap", "ours top-1 %", "ours gap"],
+        rows,
+        ["left", "right", "right", "right", "right"],
+        caption="Paper: ResNet-18 on ImageNet. Different model and data: compare the pattern "
+        "(ordering and size of the gaps), not the numbers.",
+    )
+
+
+def paper_grid_table() -> Table:
+    """The paper's ABC (M, N) grid, top-1 / top-5 %, with the weight-only column."""
+    grid = paper.grid()
+    weight_only = {r.M: r for r in paper.RESULTS if r.quant == "abc" and r.N == 0}
+    ms = sorted({m for m, _ in grid} | set(weight_only))
+    ns = sorted({n for _, n in grid})
+    rows = []
+    for m in ms:
+        cells = [f"M={m}"]
+        wo = weight_only.get(m)
+        cells.append(f"{wo.top1:.1f}" if wo else "")
+        for n in ns:
+            r = grid.get((m, n))
+            cells.append(f"{r.top1:.1f} / {r.top5:.1f}" if r and r.top5 is not None else "")
+        rows.append(cells)
+    fp, others = paper.FULL_PRECISION, [r for r in paper.RESULTS if r.quant in ("bwn", "xnor")]
+    caption = (
+        f"Full precision {fp.top1} / {fp.top5}; "
+        + "; ".join(f"{r.label} {r.top1} / {r.top5}" for r in others)
+        + "; "
+        + "; ".join(f"{name} (5,5) {abc} vs fp {fp_}" for name, abc, fp_ in paper.DEEPER)
+        + "."
+    )
+    return Table(
+        ["M \\ N", "float act. (top-1)"] + [f"N={n}" for n in ns],
+        rows,
+        ["left"] + ["right"] * (len(ns) + 1),
+        title="ABC-Net, ResNet-18, ImageNet: top-1 / top-5 %",
+        caption=caption,
+    )
+
+
+def failed_table(runs: list[Run]) -> Table:
+    rows = [
+        [
+            r.label,
+            str(r.key.get("model")),
+            str(r.key.get("data")),
+            str(r.seed),
+            r.error or "(no error message in the record)",
+            str(r.path),
+        ]
+        for r in runs
+    ]
+    return Table(["quantizer", "model", "data", "seed", "error", "record"], rows)
+
+
+def to_rich(table: Table) -> RichTable:
+    """A rich console table with the same cells (cells are plain text, never markup)."""
+    out = RichTable(
+        title=Text(table.title) if table.title else None,
+        caption=Text(table.caption) if table.caption else None,
+        caption_justify="left",
+    )
+    for i, header in enumerate(table.headers):
+        justify = "right" if table.alignment(i) == "right" else "left"
+        out.add_column(Text(header), justify=justify)
+    for row in table.rows:
+        out.add_row(*(Text(cell) for cell in row))
+    return out
