@@ -67,7 +67,9 @@ def _models(argv: list[str]) -> int:
     from .models import list_models
     from .quant import list_quantizers
 
-    Console().print(f"models: {', '.join(list_models())}\nquantizers: {', '.join(list_quantizers())}")
+    Console().print(
+        f"models: {', '.join(list_models())}\nquantizers: {', '.join(list_quantizers())}"
+    )
     return 0
 
 

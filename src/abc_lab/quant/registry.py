@@ -78,9 +78,7 @@ class QuantConfig:
         if self.shifts is not None:
             self.shifts = [float(u) for u in self.shifts]
             if len(self.shifts) != self.M:
-                raise ValueError(
-                    f"shifts must hold exactly M={self.M} values, got {self.shifts}"
-                )
+                raise ValueError(f"shifts must hold exactly M={self.M} values, got {self.shifts}")
         if self.N > 1 and self.act_shift_spread <= 0:
             raise ValueError(
                 f"act_shift_spread must be > 0 when N > 1 (else the N bases coincide), "

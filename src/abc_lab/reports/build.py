@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import shlex
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -83,7 +84,14 @@ class _Composer:
     def figure(self, draw, name: str, alt: str, caption: str = "") -> None:
         """Call ``draw(path)``; when it drew something, reference the PNG."""
         rel = f"{FIGURES_DIR}/{name}.png"
-        if draw(self.out_dir / rel):
+        try:
+            drawn = draw(self.out_dir / rel)
+        except Exception as exc:  # a figure is never worth losing the whole report
+            self.add(
+                Paragraph(f"Figure `{rel}` could not be drawn: {exc.__class__.__name__}: {exc}")
+            )
+            return
+        if drawn:
             self.add(Image(rel, alt, caption))
 
     def group(self, index: int, group: Group, title: str) -> None:
@@ -101,8 +109,8 @@ class _Composer:
         if group.notes:
             self.add(Bullets(group.notes))
         table = tables.main_table(group, title)
-        self.main_tables.append(table)
-        self.add(table)
+        self.main_tables.append(table)  # titled for the console; the page has the heading
+        self.add(replace(table, title=""))
 
         abc_rows = [r for r in group.rows if r.quant == "abc"]
         families: dict[tuple, list[Row]] = {}
@@ -118,8 +126,9 @@ class _Composer:
                 ),
                 f"{stem}-heatmap-{k}",
                 f"heat map of top-1 and gap over (M, N), {title} {suffix}".strip(),
-                "Left: our top-1 (± std over seeds); middle: our gap to fp (when a baseline "
-                "exists); right: the paper's gaps for ResNet-18 on ImageNet.",
+                "Left: our top-1 (± std over seeds); "
+                + ("middle: our gap to fp; " if group.baseline else "")
+                + "right: the paper's gaps for ResNet-18 on ImageNet (w: float activations).",
             )
         self.add(Heading(3, "Validation accuracy per epoch"))
         self.figure(
@@ -131,11 +140,11 @@ class _Composer:
         with_params = [r for r in abc_rows if r.N]
         if with_params:
             self.add(Heading(3, "Learned activation coefficients β and shifts v"))
-        for k, row in enumerate(with_params):
             self.figure(
-                lambda p, row=row: figures.abc_params(row, f"{title} {row.label}", p),
-                f"{stem}-abc-params-{k}",
-                f"learned beta and v per layer, {row.label}",
+                lambda p: figures.abc_params(with_params, title, p),
+                f"{stem}-abc-params",
+                f"learned beta and v per layer, {title}",
+                "Final β_n and v_n of each quantized layer, first seed of each configuration.",
             )
         self.add(Heading(3, "Next to the paper"), tables.paper_comparison(group))
 
@@ -179,8 +188,9 @@ def _method_notes(name: str, paths: Sequence[Path]) -> list[Block]:
                 "(first/last layers, float shortcuts). Memory traffic, the float scales and "
                 "BatchNorm are ignored; this is not a measured speed.",
                 "Train time: wall time of training and testing (mean over seeds); throughput vs "
-                "fp: training samples/s over the baseline's, measured in the runs themselves "
-                "(training uses float kernels, so binary runs are not faster here).",
+                "fp: training samples/s over the baseline's, measured in the runs themselves. "
+                "Training runs float kernels, so this is the training cost of binarization, "
+                "not an inference speed.",
                 "From ckpt: the run was initialised from a checkpoint (`init_from`).",
                 f"Regenerate: `abc-lab report {inputs} --name {name}`.",
             ]

@@ -39,7 +39,6 @@ class Table:
     align: list[str] = field(default_factory=list)  # "left" | "right" per column
     title: str = ""
     caption: str = ""
-    main: bool = False  # main result tables are also printed on the console
 
     def alignment(self, i: int) -> str:
         return self.align[i] if i < len(self.align) else "left"

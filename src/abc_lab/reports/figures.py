@@ -16,6 +16,7 @@ from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import Normalize, TwoSlopeNorm
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from . import paper
 from .matching import Group, Row
@@ -34,8 +35,9 @@ def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def _at(values: Sequence[float], n: int) -> float:
-    return float(values[n]) if n < len(values) else math.nan
+def _at(values: Sequence[float | None], n: int) -> float:
+    value = values[n] if n < len(values) else None
+    return math.nan if value is None else float(value)
 
 
 def _n_label(n: int) -> str:
@@ -64,8 +66,7 @@ def _grid_panel(
         norm: Normalize = TwoSlopeNorm(vcenter=0.0, vmin=-bound, vmax=bound)
     else:
         norm = Normalize(vmin=lo - 0.5 if lo == hi else lo, vmax=hi + 0.5 if lo == hi else hi)
-    cmap = colormaps[cmap_name].copy()
-    cmap.set_bad("#eeeeee")
+    cmap = colormaps[cmap_name].with_extremes(bad="#eeeeee")
     image = ax.imshow(np.ma.masked_invalid(data), cmap=cmap, norm=norm, aspect="auto")
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
     ax.set_xticks(range(len(ns)), [_n_label(n) for n in ns])
@@ -145,6 +146,7 @@ def val_curves(group: Group, title: str, path: Path) -> bool:
     if not drawn:
         return False
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("validation top-1 %")
     ax.grid(alpha=0.3)
     ax.set_title(title, fontsize=11)
@@ -153,33 +155,46 @@ def val_curves(group: Group, title: str, path: Path) -> bool:
     return True
 
 
-def abc_params(row: Row, title: str, path: Path) -> bool:
-    """Learned activation coefficients β_n and shifts v_n per layer (first seed of the row)."""
-    run = row.runs[0]
-    layers = [
+def _abc_layers(row: Row) -> list[tuple[str, dict]]:
+    return [
         (name, p)
-        for name, p in run.quant_params.items()
+        for name, p in row.runs[0].quant_params.items()
         if isinstance(p, dict) and (p.get("beta") or p.get("v"))
     ]
-    if not layers:
+
+
+def abc_params(rows: Sequence[Row], title: str, path: Path) -> bool:
+    """Learned activation coefficients β_n and shifts v_n per layer, one line of panels per
+    ABC configuration (its first seed)."""
+    entries = [(row, layers) for row in rows if (layers := _abc_layers(row))]
+    if not entries:
         return False
-    width = max(7.0, min(18.0, 0.45 * len(layers) + 3))
-    fig = Figure(figsize=(width, 5.6), layout="constrained")
-    axes = fig.subplots(2, 1, sharex=True)
-    x = np.arange(len(layers))
-    for ax, field, symbol in ((axes[0], "beta", "β"), (axes[1], "v", "v")):
-        count = max(len(p.get(field) or []) for _, p in layers)
-        palette = colormaps["viridis"]
-        for n in range(count):
-            values = [_at(p.get(field) or [], n) for _, p in layers]
-            shade = palette(n / max(count - 1, 1) * 0.85)
-            ax.plot(x, values, marker="o", markersize=4, color=shade, label=f"{symbol}_{n + 1}")
-        ax.set_ylabel(symbol)
-        ax.grid(alpha=0.3)
-        if count:
-            ax.legend(fontsize=8, loc="best", ncols=min(count, 5))
-    axes[1].set_xticks(x, [name for name, _ in layers], rotation=60, ha="right", fontsize=7)
-    seed = run.seed
-    fig.suptitle(f"{title}: learned β and v per layer (seed {seed})", fontsize=11)
+    names = [[name for name, _ in layers] for _, layers in entries]
+    same_layers = all(n == names[0] for n in names)
+    longest = max(len(n) for n in names)
+    width = max(10.0, min(20.0, 0.5 * longest + 5))
+    height = 2.3 * len(entries) + (1.4 if same_layers else 1.4 * len(entries)) + 0.6
+    fig = Figure(figsize=(width, height), layout="constrained")
+    axes = fig.subplots(len(entries), 2, squeeze=False)
+    palette = colormaps["viridis"]
+    for i, (row, layers) in enumerate(entries):
+        x = np.arange(len(layers))
+        for ax, field, symbol in ((axes[i][0], "beta", "β"), (axes[i][1], "v", "v")):
+            count = max(len(p.get(field) or []) for _, p in layers)
+            for n in range(count):
+                values = [_at(p.get(field) or [], n) for _, p in layers]
+                shade = palette(n / max(count - 1, 1) * 0.85)
+                ax.plot(
+                    x, values, marker="o", markersize=3.5, color=shade, label=f"{symbol}{n + 1}"
+                )
+            ax.set_title(f"{row.label} (seed {row.runs[0].seed}): {symbol}", fontsize=9)
+            ax.grid(alpha=0.3)
+            if count:
+                ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+            if same_layers and i < len(entries) - 1:
+                ax.set_xticks(x, [""] * len(x))
+            else:
+                ax.set_xticks(x, [n for n, _ in layers], rotation=60, ha="right", fontsize=7)
+    fig.suptitle(f"{title}: learned β and v per layer", fontsize=11)
     _save(fig, path)
     return True

@@ -25,11 +25,12 @@ code, pre { font-family: ui-monospace, "SFMono-Regular", Menlo, Consolas, monosp
 code { padding: .05em .3em; }
 pre { padding: .7em 1em; overflow-x: auto; white-space: pre-wrap; word-break: break-all; }
 .table-wrap { overflow-x: auto; margin: .8em 0; }
-table { border-collapse: collapse; font-size: .9em; }
+table { border-collapse: collapse; font-size: .86em; }
 th, td { border: 1px solid #d0d7de; padding: .3em .6em; }
 th { background: #eef2f6; }
 tbody tr:nth-child(even) { background: #f8fafb; }
 td.r, th.r { text-align: right; font-variant-numeric: tabular-nums; }
+td.r { white-space: nowrap; }
 .table-title { font-weight: 600; margin-bottom: .3em; }
 .caption, figcaption { color: #57606a; font-size: .88em; margin-top: .3em; }
 figure { margin: 1em 0; }
@@ -40,12 +41,15 @@ nav a { margin-right: 1em; }
 
 
 def _inline(text: str) -> str:
-    """Escape text and turn `code` spans into <code> elements."""
+    """Escape text; turn `code` spans into <code> and **bold** into <strong>."""
     parts = re.split(r"`([^`]*)`", text)
     out = []
     for i, part in enumerate(parts):
         escaped = html.escape(part, quote=False)
-        out.append(f"<code>{escaped}</code>" if i % 2 else escaped)
+        if i % 2:
+            out.append(f"<code>{escaped}</code>")
+        else:
+            out.append(re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", escaped))
     return "".join(out)
 
 

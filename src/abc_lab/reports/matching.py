@@ -291,6 +291,7 @@ def build_groups(finished: Sequence[Run], others: Sequence[Run] = ()) -> list[Gr
         rows = sorted((_row(rs, metric) for rs in by_variant.values()), key=Row.sort_key)
         group = Group(key=runs[0].key, metric=metric, baseline=baseline, rows=rows)
         assign_labels(group.all_rows)
+        group.notes += _duplicate_seed_notes(group.all_rows)
         if baseline is not None:
             _compare(group)
         else:
@@ -298,6 +299,19 @@ def build_groups(finished: Sequence[Run], others: Sequence[Run] = ()) -> list[Gr
         groups.append(group)
     groups.sort(key=lambda g: (g.model, g.data, [str(v) for v in setup_of(g.key)]))
     return groups
+
+
+def _duplicate_seed_notes(rows: Sequence[Row]) -> list[str]:
+    """Runs of one row that share a seed are all averaged; say so (reruns, copied dirs)."""
+    notes = []
+    for row in rows:
+        seeds = [str(s) for s in row.seeds]
+        for seed in sorted({s for s in seeds if seeds.count(s) > 1}):
+            paths = ", ".join(str(r.path) for r in row.runs if str(r.seed) == seed)
+            notes.append(
+                f"{row.label}: seed {seed} appears {seeds.count(seed)} times, all averaged: {paths}"
+            )
+    return notes
 
 
 def _compare(group: Group) -> None:

@@ -185,9 +185,26 @@ def validate_record(data: Any) -> str | None:
     for name in ("metrics", "summary", "throughput", "quant_params"):
         if data.get(name) is not None and not isinstance(data[name], dict):
             return f'invalid record: "{name}" is not an object'
-    if data.get("history") is not None and not isinstance(data["history"], list):
-        return 'invalid record: "history" is not a list'
+    history = data.get("history")
+    if history is not None and not (
+        isinstance(history, list) and all(isinstance(h, dict) for h in history)
+    ):
+        return 'invalid record: "history" is not a list of objects'
+    bad = [k for k, v in (data.get("summary") or {}).items() if not _is_number_or_none(v)]
+    if bad:
+        return f"invalid record: summary.{bad[0]} is not a number"
+    for layer, params in (data.get("quant_params") or {}).items():
+        if not isinstance(params, dict) or not all(
+            isinstance(v, list) and all(_is_number_or_none(x) for x in v)
+            for v in params.values()
+            if v is not None
+        ):
+            return f"invalid record: quant_params.{layer} is not an object of number lists"
     return None
+
+
+def _is_number_or_none(value: Any) -> bool:
+    return value is None or (isinstance(value, int | float) and not isinstance(value, bool))
 
 
 def load_record(path: Path) -> Run | Problem:

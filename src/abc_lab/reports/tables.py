@@ -24,8 +24,8 @@ def fmt_pct(value: Stat | None, digits: int = 2) -> str:
     return text if value.std is None else f"{text} ± {100 * value.std:.{digits}f}"
 
 
-def fmt_gap(points: float | None) -> str:
-    return DASH if points is None else f"{points:+.2f}"
+def fmt_gap(points: float | None, digits: int = 2) -> str:
+    return DASH if points is None else f"{points:+.{digits}f}"
 
 
 def fmt_bytes(n: float | None) -> str:
@@ -119,7 +119,7 @@ def main_table(group: Group, title: str) -> Table:
         "over (float MACs + binary ops/64)."
     )
     rows = [_main_row(row, group) for row in group.all_rows]
-    return Table(MAIN_HEADERS, rows, MAIN_ALIGN, title=title, caption=caption, main=True)
+    return Table(MAIN_HEADERS, rows, MAIN_ALIGN, title=title, caption=caption)
 
 
 def _ours_by_label(group: Group) -> dict[str, list[Row]]:
@@ -139,7 +139,10 @@ def paper_comparison(group: Group) -> Table:
     for label in labels:
         ref = results.get(label)
         for row in ours[label]:
-            gap = DASH if row is group.baseline else fmt_gap(row.gap)
+            if row is group.baseline:
+                gap = DASH
+            else:
+                gap = "no baseline" if group.baseline is None else fmt_gap(row.gap, 1)
             rows.append(
                 [
                     row.label,

@@ -1,0 +1,31 @@
+"""`abc-lab report <run or sweep dirs…> [--name NAME] [--out DIR]`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rich.console import Console
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(
+        prog="abc-lab report",
+        description="Compare binary runs with their full-precision baselines, from the "
+        "results.json records under the given run or sweep directories.",
+    )
+    p.add_argument("paths", nargs="+", type=Path, help="run or sweep directories (searched)")
+    p.add_argument("--name", help="report name (default: the last directory's name)")
+    p.add_argument("--out", type=Path, default=Path("reports"), help="reports root folder")
+    args = p.parse_args(argv)
+    from .build import build_report
+
+    console = Console()
+    name = args.name or args.paths[-1].resolve().name
+    try:
+        out = build_report(list(args.paths), name, out_root=args.out, console=console)
+    except ValueError as err:
+        console.print(f"[bold red]error:[/] {err}")
+        return 2
+    console.print(f"report written to {out / 'report.md'} and {out / 'report.html'}")
+    return 0

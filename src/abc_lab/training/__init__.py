@@ -1,0 +1,1 @@
+"""Training: Lightning module, schedules, run records and the `abc-lab train` job."""

@@ -1,0 +1,67 @@
+"""Safe checkpoint loading with errors that say what is wrong and how to fix it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import UserError
+
+HOW = "pass the path of a .ckpt written by abc-lab train (e.g. <run dir>/checkpoints/last.ckpt)"
+
+
+def read_checkpoint(path: str | Path, what: str) -> dict:
+    """Load a Lightning checkpoint with ``weights_only=True`` (no code runs from the file)."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"{what} '{path}' does not exist; {HOW}")
+    try:
+        ckpt = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as err:
+        reason = str(err).strip().splitlines()[0][:120] if str(err).strip() else type(err).__name__
+        raise UserError(f"{what} '{path}' is not a readable checkpoint ({reason}); {HOW}") from err
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
+        raise UserError(f"{what} '{path}' holds no state_dict; {HOW}")
+    return ckpt
+
+
+def model_state(ckpt: dict) -> dict[str, torch.Tensor]:
+    """The model's weights inside a checkpoint of ClassifierModule (keys under ``model.``)."""
+    return {k[len("model.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+
+
+def check_compatible(
+    model: nn.Module, state: dict[str, torch.Tensor], what: str, path: str | Path,
+    ignore_missing_quantizers: bool = False,
+) -> None:  # fmt: skip
+    """Raise UserError unless ``state`` fits ``model`` key for key and shape for shape."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    if ignore_missing_quantizers:
+        missing = [k for k in missing if "quantizer." not in k]
+    unexpected = [k for k in state if k not in expected]
+    if ignore_missing_quantizers:
+        unexpected = [k for k in unexpected if "quantizer." not in k]
+    shapes = [k for k in state if k in expected and state[k].shape != expected[k].shape]
+    problem = None
+    if missing:
+        problem = f"it lacks {len(missing)} weights such as '{missing[0]}'"
+    elif unexpected:
+        problem = f"it has {len(unexpected)} unknown weights such as '{unexpected[0]}'"
+    elif shapes:
+        k = shapes[0]
+        problem = (
+            f"'{k}' has shape {tuple(state[k].shape)}, the model needs {tuple(expected[k].shape)}"
+        )
+    if problem:
+        raise UserError(
+            f"{what} '{path}' comes from an incompatible architecture ({problem}); "
+            "use a checkpoint of the same model, data and quantizer"
+        )
+
+
+def load_into(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Load the weights ``state`` has for ``model`` (quantizer parameters may be absent)."""
+    model.load_state_dict({k: v for k, v in state.items() if k in model.state_dict()}, strict=False)

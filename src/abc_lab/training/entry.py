@@ -1,0 +1,105 @@
+"""`abc-lab train`: the Hydra entry point, error reporting and the closing summary."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+from rich.console import Console
+
+from .errors import UserError
+from .records import RECORD_NAME, SCHEMA, VERSION, now_iso, write_json_atomic
+from .resolvers import register_resolvers
+
+
+def config_dir() -> Path:
+    """conf/ of this checkout, or ABC_LAB_CONFIG_DIR when set."""
+    env = os.environ.get("ABC_LAB_CONFIG_DIR")
+    if env:
+        return Path(env).resolve()
+    return Path(__file__).resolve().parents[3] / "conf"
+
+
+def _is_multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def _run_dir() -> Path:
+    return Path(HydraConfig.get().runtime.output_dir)
+
+
+def _closing_summary(record: dict, console: Console) -> None:
+    from .baseline import describe_gap
+
+    test = (record.get("metrics") or {}).get("test") or {}
+    acc = test.get("acc1")
+    label = record["key"]["label"]
+    line = f"[bold green]done[/] {record['key']['model']} {label}: "
+    line += f"test top-1 {100 * acc:.2f}%" if acc is not None else "no test metrics"
+    console.print(line)
+    console.print(describe_gap(record))
+    console.print(f"run directory: {record['run_dir']}")
+    console.print(f"record: {Path(record['run_dir']) / RECORD_NAME}")
+    if record["checkpoints"].get("best"):
+        console.print(f"best checkpoint: {record['checkpoints']['best']}")
+    if record.get("wandb"):
+        w = record["wandb"]
+        if w["mode"] == "offline":
+            console.print(
+                f"W&B (offline): upload with `wandb sync {w['dir'].rsplit('/files', 1)[0]}`"
+            )
+        else:
+            console.print(f"W&B: {w['path']}")
+
+
+def task(cfg: DictConfig) -> None:
+    """Run one job. Bad input: one line on stderr and exit 2 (single run) or a failed
+    record (multirun, so the other jobs go on). A crash: failed record, then exit 1 for a
+    single run; a multirun records it and continues."""
+    from .train import discard_run_dir, train
+
+    console = Console()
+    err_console = Console(stderr=True)
+    run_dir = _run_dir()
+    try:
+        record = train(cfg, run_dir)
+    except UserError as err:
+        err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        if _is_multirun():
+            write_json_atomic(
+                run_dir / RECORD_NAME,
+                {"schema": SCHEMA, "version": VERSION, "status": "failed", "error": str(err),
+                 "run_dir": str(run_dir.resolve()), "started_at": now_iso(),
+                 "finished_at": now_iso(), "key": None},
+            )  # fmt: skip
+            return
+        discard_run_dir(run_dir)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err_console.print(f"[bold red]interrupted[/]; the run is recorded in {run_dir}")
+        raise
+    except Exception as err:
+        err_console.print(f"[bold red]training failed:[/] {type(err).__name__}: {err}")
+        err_console.print(f"the run is recorded as failed in {run_dir / RECORD_NAME}")
+        if _is_multirun():
+            return
+        raise
+    _closing_summary(record, console)
+
+
+def run_hydra(argv: list[str]) -> int:
+    """Run `abc-lab train` with Hydra command-line semantics (overrides, -m, --help, --cfg)."""
+    register_resolvers()
+    main = hydra.main(config_path=str(config_dir()), config_name="train", version_base="1.3")(task)
+    saved = sys.argv
+    sys.argv = ["abc-lab train", *argv]
+    try:
+        main()
+    finally:
+        sys.argv = saved
+    return 0

@@ -1,0 +1,133 @@
+"""The LightningModule: cross-entropy classification with top-1/top-5 and quantizer logging."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import lightning.pytorch as pl
+import torch
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from ..quant import ABCInput, ABCWeight, QuantConv2d, QuantLinear
+
+
+def quant_parameters(model: nn.Module) -> dict[str, dict[str, list[float]]]:
+    """Current α, β, v (and weight shifts u) of every quantized layer, by layer name."""
+    out: dict[str, dict[str, list[float]]] = {}
+    for name, layer in model.named_modules():
+        if not isinstance(layer, QuantConv2d | QuantLinear):
+            continue
+        entry: dict[str, list[float]] = {}
+        kernel, inp = layer.kernel_quantizer, layer.input_quantizer
+        if isinstance(kernel, ABCWeight):
+            with torch.no_grad():
+                _, alpha = kernel.decompose(layer.weight)
+            entry["alpha"] = alpha.reshape(alpha.shape[0], -1).mean(dim=1).tolist()
+            entry["shifts"] = kernel.shifts.detach().tolist()
+        if isinstance(inp, ABCInput):
+            entry["beta"] = inp.beta.detach().tolist()
+            entry["v"] = inp.v.detach().tolist()
+        if entry:
+            out[name] = entry
+    return out
+
+
+class ClassifierModule(pl.LightningModule):
+    """Trains ``model`` with cross-entropy; logs loss, top-1/top-5 and the quantizers.
+
+    ``optimizer`` and ``scheduler`` are partials from the config; the scheduler is given
+    ``total_steps`` and ``steps_per_epoch`` and stepped every optimizer step. Quantizer
+    parameters (v, β, u) get ``lr * quant_lr_scale`` and, like BatchNorm and biases, no
+    weight decay.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None,
+        num_classes: int,
+        label_smoothing: float = 0.0,
+        quant_lr_scale: float = 1.0,
+        log_quant_every_n_epochs: int = 1,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.quant_lr_scale = quant_lr_scale
+        self.log_quant_every = log_quant_every_n_epochs
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        # "acc5" is top-min(5, classes), so tiny datasets still get both metrics
+        self.topk = {"acc1": 1, "acc5": min(5, num_classes)}
+        self.metrics = nn.ModuleDict(
+            {
+                f"{stage}_{name}": MulticlassAccuracy(num_classes, top_k=k, average="micro")
+                for stage in ("train", "val", "test")
+                for name, k in self.topk.items()
+            }
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def _step(self, batch, stage: str) -> torch.Tensor:
+        x, y = batch
+        logits = self(x)
+        loss = self.criterion(logits, y)
+        on_step = stage == "train"
+        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True)
+        for name in self.topk:
+            metric = self.metrics[f"{stage}_{name}"]
+            metric(logits, y)
+            self.log(
+                f"{stage}/{name}", metric, on_step=False, on_epoch=True, prog_bar=name == "acc1"
+            )
+        return loss
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._step(batch, "test")
+
+    def on_train_epoch_end(self) -> None:
+        if self.log_quant_every <= 0 or self.current_epoch % self.log_quant_every:
+            return
+        for layer, params in quant_parameters(self.model).items():
+            for kind, values in params.items():
+                for i, value in enumerate(values):
+                    self.log(f"quant/{layer}/{kind}_{i}", value, on_epoch=True, sync_dist=False)
+
+    def configure_optimizers(self):
+        quant, no_decay, decay = [], [], []
+        for name, p in self.model.named_parameters():
+            if not p.requires_grad:
+                continue
+            if "quantizer." in name:
+                quant.append(p)
+            elif p.ndim <= 1:
+                no_decay.append(p)  # BatchNorm weights/biases, layer biases
+            else:
+                decay.append(p)
+        probe = self.optimizer_factory(params=[torch.zeros(1, requires_grad=True)])
+        lr = probe.defaults["lr"]
+        groups = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+        if quant:
+            groups.append({"params": quant, "weight_decay": 0.0, "lr": lr * self.quant_lr_scale})
+        optimizer = self.optimizer_factory(params=[g for g in groups if g["params"]])
+        if self.scheduler_factory is None:
+            return optimizer
+        total = int(self.trainer.estimated_stepping_batches)
+        epochs = max(int(self.trainer.max_epochs or 1), 1)
+        scheduler = self.scheduler_factory(
+            optimizer, total_steps=total, steps_per_epoch=max(total // epochs, 1)
+        )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }

@@ -1,0 +1,37 @@
+"""OmegaConf resolvers used by conf/: ``${data_info:num_classes}`` and friends.
+
+The model config reads the data's class count, channels and input size through
+``data_info``, so `model=resnet34 data=cifar10` adapts the stem and classifier without
+further overrides. The data module is constructed (cheap: no data is read) to ask it.
+"""
+
+from __future__ import annotations
+
+import json
+
+from hydra.utils import get_class
+from omegaconf import DictConfig, OmegaConf
+
+_cache: dict[str, object] = {}
+
+
+def _data_module(data_cfg: DictConfig):
+    plain = OmegaConf.to_container(data_cfg, resolve=True)
+    key = json.dumps(plain, sort_keys=True, default=str)
+    if key not in _cache:
+        cls = get_class(plain.pop("_target_"))
+        plain.pop("name", None)
+        _cache[key] = cls(**plain)
+    return _cache[key]
+
+
+def data_info(field: str, _root_: DictConfig) -> int:
+    """An attribute (num_classes, in_channels, input_size) of the configured data module."""
+    if field not in ("num_classes", "in_channels", "input_size"):
+        raise ValueError(f"data_info knows num_classes, in_channels, input_size; got {field!r}")
+    return int(getattr(_data_module(_root_.data), field))
+
+
+def register_resolvers() -> None:
+    if not OmegaConf.has_resolver("data_info"):
+        OmegaConf.register_new_resolver("data_info", data_info)

@@ -1,0 +1,205 @@
+"""`abc-lab train`: every model x quantizer composes and trains, records, errors, resume."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from abc_lab.quant import QuantConv2d
+from abc_lab.training.errors import UserError
+from abc_lab.training.train import build_model, preflight, train
+
+from .conftest import SHRINK_CLI, run_cli
+
+MODELS = ["resnet18", "resnet20", "resnet34", "resnet50", "vgg_small"]
+QUANTS = ["fp", "bnn", "bwn", "xnor", "abc", "abc_weight_only"]
+
+
+@pytest.mark.parametrize("quant", QUANTS)
+@pytest.mark.parametrize("model", MODELS)
+def test_every_model_and_quantizer_trains(compose_cfg, model, quant):
+    cfg, run_dir = compose_cfg(f"model={model}", f"quant={quant}", "test=false",
+                               "callbacks=none")  # fmt: skip
+    record = train(cfg, run_dir)
+    assert record["status"] == "finished"
+    assert record["key"]["model"] == model and record["key"]["quant"] == cfg.quant.name
+    assert record["epochs_done"] == 1
+    assert 0.0 <= record["metrics"]["val"]["acc1"] <= 1.0
+    # the stem and classifier adapted to Fashion-MNIST (1 channel, 10 classes)
+    assert cfg.model.in_channels == 1 and cfg.model.num_classes == 10
+    binary = record["summary"]["binary_macs"] > 0
+    assert binary == (quant in ("bnn", "xnor", "abc"))
+
+
+RECORD_FIELDS = {
+    "schema", "version", "status", "error", "run_dir", "started_at", "finished_at",
+    "wall_time_s", "key", "config", "epochs_done", "metrics", "history", "quant_params",
+    "summary", "throughput", "checkpoints", "versions", "git", "wandb",
+}  # fmt: skip
+
+
+def test_results_json_has_every_field(compose_cfg):
+    cfg, run_dir = compose_cfg("quant=abc", "quant.M=2", "quant.N=2", "trainer.max_epochs=2")
+    train(cfg, run_dir)
+    record = json.loads((run_dir / "results.json").read_text())
+    assert RECORD_FIELDS <= set(record)
+    assert record["schema"] == "abc-lab/run-record" and record["status"] == "finished"
+    assert record["key"]["label"] == "abc(2,2)" and record["key"]["epochs"] == 2
+    assert [h["epoch"] for h in record["history"]] == [0, 1]
+    assert set(record["metrics"]["test"]) == {"acc1", "acc5", "loss"}
+    assert record["metrics"]["best_val"]["epoch"] in (0, 1)
+    assert record["config"]["quant"]["M"] == 2
+    layer = next(iter(record["quant_params"].values()))
+    assert len(layer["alpha"]) == 2 and len(layer["beta"]) == 2 and len(layer["v"]) == 2
+    s = record["summary"]
+    assert s["memory_packed_bytes"] < s["memory_float_bytes"] and s["binary_ops"] > 0
+    assert record["throughput"]["train_samples_per_s"] > 0
+    assert record["versions"]["torch"] == torch.__version__
+    assert Path(record["checkpoints"]["best"]).is_file()
+    assert (run_dir / "config.yaml").is_file()
+
+
+def test_init_from_loads_full_precision_weights(compose_cfg, tmp_path):
+    cfg, run_dir = compose_cfg("quant=fp", "test=false")
+    record = train(cfg, run_dir)
+    ckpt = record["checkpoints"]["last"]
+    state = torch.load(ckpt, weights_only=True)["state_dict"]
+    cfg2, run_dir2 = compose_cfg("quant=abc", f"init_from={ckpt}")
+    model = build_model(cfg2, preflight(cfg2, run_dir2))
+    conv = model.get_submodule("layer1.0.conv1")
+    assert isinstance(conv, QuantConv2d)
+    assert torch.equal(conv.weight, state["model.layer1.0.conv1.weight"])
+    assert torch.equal(model.conv1.weight, state["model.conv1.weight"])
+    record2 = train(cfg2, run_dir2)
+    assert record2["key"]["init_from"] == str(Path(ckpt).resolve())
+
+
+@pytest.mark.parametrize(
+    "overrides, words",
+    [
+        (["quant.M=0"], "M must be an integer >= 1"),
+        (["quant.N=-1"], "N must be an integer >= 0"),
+        (["quant.M=2.5"], "M must be an integer"),
+        (["quant.name=ternary"], "unknown quantizer 'ternary'"),
+        (["optim.lr=0"], "optim.lr=0"),
+        (["optim.lr=-0.1"], "must be a number > 0"),
+        (["paths.data_dir=/nonexistent/fmnist"], "/nonexistent/fmnist"),
+        (["init_from=/nonexistent/x.ckpt"], "does not exist"),
+        (["ckpt_path=/nonexistent/x.ckpt"], "does not exist"),
+        (["ckpt_path=last"], "holds no last.ckpt"),
+    ],
+)
+def test_bad_input_is_rejected_before_training(compose_cfg, overrides, words):
+    cfg, run_dir = compose_cfg(*overrides)
+    with pytest.raises(UserError, match=words.replace("(", r"\(").replace(".", r"\.")):
+        train(cfg, run_dir)
+    assert not (run_dir / "results.json").exists()
+
+
+def test_empty_data_dir_and_corrupt_or_foreign_checkpoints(compose_cfg, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    cfg, run_dir = compose_cfg(f"paths.data_dir={empty}")
+    with pytest.raises(UserError, match=str(empty)):
+        train(cfg, run_dir)
+    corrupt = tmp_path / "corrupt.ckpt"
+    corrupt.write_bytes(b"not a checkpoint")
+    cfg, run_dir = compose_cfg(f"init_from={corrupt}")
+    with pytest.raises(UserError, match="not a readable checkpoint"):
+        train(cfg, run_dir)
+    cfg, run_dir = compose_cfg("quant=fp", "model=vgg_small", "test=false")
+    other = train(cfg, run_dir)["checkpoints"]["last"]
+    cfg, run_dir = compose_cfg("quant=abc", "model=resnet20", f"init_from={other}")
+    with pytest.raises(UserError, match="incompatible architecture"):
+        train(cfg, run_dir)
+    cfg, run_dir = compose_cfg("quant=abc", "model=resnet20", f"ckpt_path={other}")
+    with pytest.raises(UserError, match="incompatible architecture"):
+        train(cfg, run_dir)
+
+
+def test_console_script_trains_and_reports(tmp_path):
+    res = run_cli("train", *SHRINK_CLI, "hydra.run.dir=run", "quant.M=2", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = res.stdout
+    assert "test top-1" in out and "run directory" in out and "abc(2,3)" in out
+    assert "no matching full-precision run" in out and "quant=fp" in out
+    record = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert record["status"] == "finished"
+    assert (tmp_path / "run" / "config_tree.txt").is_file() is False  # print_config=false
+    # the fp run of the same setup is found and the gap printed
+    res = run_cli("train", *SHRINK_CLI, "hydra.run.dir=outputs/fp", "quant=fp", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    res = run_cli("train", *SHRINK_CLI, "hydra.run.dir=outputs/abc", "quant.M=2", cwd=tmp_path)
+    assert "gap" in res.stdout and "full precision (same setup, 1 run)" in res.stdout
+
+
+def test_console_script_bad_input_one_line_and_no_run_dir(tmp_path):
+    res = run_cli("train", "quant.M=0", "hydra.run.dir=run", cwd=tmp_path)
+    assert res.returncode == 2
+    lines = [ln for ln in res.stderr.strip().splitlines() if ln.strip()]
+    assert lines == ["error: M must be an integer >= 1, got 0 (check the quant.* overrides)"]
+    assert not (tmp_path / "run").exists()
+    res = run_cli("train", "model=resnet99", cwd=tmp_path)
+    assert res.returncode != 0 and "resnet99" in res.stderr and "resnet20" in res.stderr
+
+
+def test_help_and_cfg_job(tmp_path):
+    res = run_cli("train", "--help", cwd=tmp_path)
+    assert res.returncode == 0 and "quant: abc, abc_weight_only, bnn, bwn, fp, xnor" in res.stdout
+    res = run_cli("train", "--cfg", "job", "model=resnet34", "quant.M=5", cwd=tmp_path)
+    assert res.returncode == 0
+    assert "name: resnet34" in res.stdout and "M: 5" in res.stdout
+
+
+def test_wandb_offline_run_is_recorded_and_finished(tmp_path):
+    res = run_cli(
+        "train", *[s for s in SHRINK_CLI if s != "logger=none"], "logger=wandb",
+        "hydra.run.dir=run", cwd=tmp_path,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    record = json.loads((tmp_path / "run" / "results.json").read_text())
+    w = record["wandb"]
+    assert w["mode"] == "offline" and w["id"]
+    runs = list((tmp_path / "run" / "wandb").glob(f"offline-run-*-{w['id']}"))
+    assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
+    assert "wandb sync" in res.stdout
+
+
+def test_resume_after_sigkill_reaches_the_same_epoch_count(tmp_path):
+    args = [
+        "train", *[s for s in SHRINK_CLI if "limit_train" not in s and "max_epochs" not in s],
+        "trainer.max_epochs=3", "+trainer.limit_train_batches=8", "data.train_subset=256",
+        "callbacks.checkpoint_steps.every_n_train_steps=3", "hydra.run.dir=run",
+    ]  # fmt: skip
+    exe = run_cli.__globals__["sys"].executable.replace("python", "abc-lab")
+    env = {**run_cli.__globals__["os"].environ, "ABC_LAB_KERNEL": "eager"}
+    proc = subprocess.Popen([exe, *args], cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    record_path = tmp_path / "run" / "results.json"
+    deadline = time.time() + 240
+    while time.time() < deadline:  # kill inside epoch 1, after a step checkpoint of it
+        time.sleep(0.2)
+        step_ckpt = tmp_path / "run" / "checkpoints" / "last-step.ckpt"
+        if record_path.exists() and step_ckpt.exists():
+            record = json.loads(record_path.read_text())
+            if (
+                record["epochs_done"] >= 1
+                and step_ckpt.stat().st_mtime > record_path.stat().st_mtime
+            ):
+                break
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed = json.loads(record_path.read_text())
+    assert killed["status"] == "running" and 1 <= killed["epochs_done"] < 3
+    res = run_cli(*args, "ckpt_path=last", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    record = json.loads(record_path.read_text())
+    assert record["status"] == "finished" and record["epochs_done"] == 3
+    assert [h["epoch"] for h in record["history"]] == [0, 1, 2]
+    assert record["history"][0] == killed["history"][0]  # nothing lost from before the kill
