@@ -203,3 +203,17 @@ def test_resume_after_sigkill_reaches_the_same_epoch_count(tmp_path):
     assert record["status"] == "finished" and record["epochs_done"] == 3
     assert [h["epoch"] for h in record["history"]] == [0, 1, 2]
     assert record["history"][0] == killed["history"][0]  # nothing lost from before the kill
+
+
+def test_ddp_with_two_cpu_processes(tmp_path):
+    res = run_cli(
+        "train", *SHRINK_CLI, "trainer=ddp_cpu", "trainer.max_epochs=2", "logger=csv",
+        "hydra.run.dir=run", cwd=tmp_path,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "GLOBAL_RANK: 0, MEMBER: 1/2" in res.stderr + res.stdout
+    record = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert record["status"] == "finished" and record["epochs_done"] == 2
+    assert [h["epoch"] for h in record["history"]] == [0, 1]
+    assert record["metrics"]["test"]["acc1"] is not None
+    assert record["config"]["trainer"]["strategy"] == "ddp"

@@ -89,7 +89,8 @@ def task(cfg: DictConfig) -> None:
         if _is_multirun():
             return
         raise
-    _closing_summary(record, console)
+    if int(os.environ.get("LOCAL_RANK", "0")) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0:
+        _closing_summary(record, console)
 
 
 def run_hydra(argv: list[str]) -> int:
@@ -97,7 +98,8 @@ def run_hydra(argv: list[str]) -> int:
     register_resolvers()
     main = hydra.main(config_path=str(config_dir()), config_name="train", version_base="1.3")(task)
     saved = sys.argv
-    sys.argv = ["abc-lab train", *argv]
+    # argv[0] is a runnable script so that DDP can start the other ranks with the same command
+    sys.argv = [str(Path(__file__).with_name("app.py")), *argv]
     try:
         main()
     finally:

@@ -237,7 +237,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         error = f"{type(err).__name__}: {err}"
         raise
     finally:
-        recorder.finish(status, error)
+        if trainer.is_global_zero:  # other DDP ranks must not overwrite rank 0's record
+            recorder.finish(status, error)
         if wandb_logger is not None:
             import wandb
 
