@@ -217,3 +217,19 @@ def test_ddp_with_two_cpu_processes(tmp_path):
     assert [h["epoch"] for h in record["history"]] == [0, 1]
     assert record["metrics"]["test"]["acc1"] is not None
     assert record["config"]["trainer"]["strategy"] == "ddp"
+
+
+@pytest.mark.parametrize("experiment", ["paper_resnet18_imagenet", "forest_trail", "fmnist_study"])
+def test_experiment_presets_compose(compose_cfg, experiment):
+    cfg, _ = compose_cfg(f"experiment={experiment}", shrink=False)
+    expected = {
+        "paper_resnet18_imagenet": ("resnet18", "imagenet", 90),
+        "forest_trail": ("resnet18", "image_folder", 30),
+        "fmnist_study": ("resnet20", "fashion_mnist", 8),
+    }[experiment]
+    assert (cfg.model.name, cfg.data.name, cfg.trainer.max_epochs) == expected
+    if experiment == "paper_resnet18_imagenet":
+        assert cfg.hydra.sweeper.params["quant.M"] == "1,3,5"
+        assert cfg.trainer.strategy == "ddp"
+    if experiment == "forest_trail":
+        assert cfg.data.hflip is False

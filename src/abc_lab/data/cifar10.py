@@ -7,7 +7,7 @@ flipped and normalised with tensor ops instead of PIL per sample.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -44,29 +44,9 @@ class CIFAR10DataModule(ClassificationDataModule):
 
     name: ClassVar[str] = "cifar10"
 
-    def __init__(
-        self,
-        data_dir: str | None = None,
-        batch_size: int = 128,
-        eval_batch_size: int | None = None,
-        num_workers: int = 0,
-        val_size: int | float = 5000,
-        seed: int = 0,
-        augment: bool = True,
-        download: bool = False,
-        train_subset: int | None = None,
-    ) -> None:
-        super().__init__(
-            data_dir=data_dir,
-            batch_size=batch_size,
-            eval_batch_size=eval_batch_size,
-            num_workers=num_workers,
-            val_size=val_size,
-            seed=seed,
-            augment=augment,
-            download=download,
-            train_subset=train_subset,
-        )
+    def __init__(self, **kwargs: Any) -> None:
+        """Takes the arguments of :class:`ClassificationDataModule`."""
+        super().__init__(**kwargs)
 
     @property
     def num_classes(self) -> int:

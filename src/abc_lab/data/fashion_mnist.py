@@ -9,7 +9,7 @@ cache; only with ``download=True`` is the data fetched, through torchvision.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch.utils.data import Dataset
@@ -58,29 +58,9 @@ class FashionMNISTDataModule(ClassificationDataModule):
 
     name: ClassVar[str] = "fashion_mnist"
 
-    def __init__(
-        self,
-        data_dir: str | None = None,
-        batch_size: int = 128,
-        eval_batch_size: int | None = None,
-        num_workers: int = 0,
-        val_size: int | float = 5000,
-        seed: int = 0,
-        augment: bool = True,
-        download: bool = False,
-        train_subset: int | None = None,
-    ) -> None:
-        super().__init__(
-            data_dir=data_dir,
-            batch_size=batch_size,
-            eval_batch_size=eval_batch_size,
-            num_workers=num_workers,
-            val_size=val_size,
-            seed=seed,
-            augment=augment,
-            download=download,
-            train_subset=train_subset,
-        )
+    def __init__(self, **kwargs: Any) -> None:
+        """Takes the arguments of :class:`ClassificationDataModule`."""
+        super().__init__(**kwargs)
         self._arrays: dict[str, torch.Tensor] | None = None
 
     @property

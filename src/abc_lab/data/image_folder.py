@@ -12,7 +12,7 @@ Two layouts are accepted:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from torch.utils.data import Dataset, Subset
 from torchvision.transforms import v2
@@ -53,30 +53,14 @@ class ImageFolderDataModule(ClassificationDataModule):
 
     def __init__(
         self,
-        data_dir: str | None = None,
-        batch_size: int = 128,
-        eval_batch_size: int | None = None,
-        num_workers: int = 0,
-        val_size: int | float = 0.1,
-        seed: int = 0,
-        augment: bool = True,
-        download: bool = False,
-        train_subset: int | None = None,
         image_size: int = 64,
         test_size: int | float = 0.1,
         hflip: bool = True,
+        val_size: int | float = 0.1,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            data_dir=data_dir,
-            batch_size=batch_size,
-            eval_batch_size=eval_batch_size,
-            num_workers=num_workers,
-            val_size=val_size,
-            seed=seed,
-            augment=augment,
-            download=download,
-            train_subset=train_subset,
-        )
+        """Takes :class:`ClassificationDataModule`'s arguments plus the image-folder ones."""
+        super().__init__(val_size=val_size, **kwargs)
         if not isinstance(image_size, int) or image_size < 1:
             raise DataError(f"image_size {image_size!r} is not a positive integer; pass e.g. 64")
         self.image_size = image_size

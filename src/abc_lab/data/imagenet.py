@@ -8,7 +8,7 @@ class folders) is the test set, as in the ABC-Net paper's ImageNet results.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
@@ -37,29 +37,9 @@ class ImageNetDataModule(ClassificationDataModule):
 
     name: ClassVar[str] = "imagenet"
 
-    def __init__(
-        self,
-        data_dir: str | None = None,
-        batch_size: int = 128,
-        eval_batch_size: int | None = None,
-        num_workers: int = 0,
-        val_size: int | float = 5000,
-        seed: int = 0,
-        augment: bool = True,
-        download: bool = False,
-        train_subset: int | None = None,
-    ) -> None:
-        super().__init__(
-            data_dir=data_dir,
-            batch_size=batch_size,
-            eval_batch_size=eval_batch_size,
-            num_workers=num_workers,
-            val_size=val_size,
-            seed=seed,
-            augment=augment,
-            download=download,
-            train_subset=train_subset,
-        )
+    def __init__(self, **kwargs: Any) -> None:
+        """Takes the arguments of :class:`ClassificationDataModule`."""
+        super().__init__(**kwargs)
         self._classes: list[str] | None = None
 
     @property
