@@ -10,7 +10,7 @@ FMNIST := /usr/share/datasets/fashion-mnist
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,sweeps]'
 	touch $@
 
 install: $(VENV)/.installed

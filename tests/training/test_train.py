@@ -45,7 +45,13 @@ RECORD_FIELDS = {
 
 
 def test_results_json_has_every_field(compose_cfg):
-    cfg, run_dir = compose_cfg("quant=abc", "quant.M=2", "quant.N=2", "trainer.max_epochs=2")
+    cfg, run_dir = compose_cfg(
+        "quant=abc",
+        "quant.M=2",
+        "quant.N=2",
+        "trainer.max_epochs=2",
+        "trainer.limit_train_batches=4",
+    )
     train(cfg, run_dir)
     record = json.loads((run_dir / "results.json").read_text())
     assert RECORD_FIELDS <= set(record)
@@ -59,7 +65,7 @@ def test_results_json_has_every_field(compose_cfg):
     assert len(layer["alpha"]) == 2 and len(layer["beta"]) == 2 and len(layer["v"]) == 2
     s = record["summary"]
     assert s["memory_packed_bytes"] < s["memory_float_bytes"] and s["binary_ops"] > 0
-    assert record["throughput"]["train_samples_per_s"] > 0
+    assert record["throughput"]["train_samples_per_s"] > 0  # 8 batches, 5 left out as warm-up
     assert record["versions"]["torch"] == torch.__version__
     assert Path(record["checkpoints"]["best"]).is_file()
     assert (run_dir / "config.yaml").is_file()
@@ -233,3 +239,24 @@ def test_experiment_presets_compose(compose_cfg, experiment):
         assert cfg.trainer.strategy == "ddp"
     if experiment == "forest_trail":
         assert cfg.data.hflip is False
+
+
+def test_wandb_goes_online_only_when_asked(compose_cfg, monkeypatch):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_SWEEP_ID", raising=False)
+    cfg, _ = compose_cfg("logger=wandb", shrink=False)
+    assert cfg.logger.wandb.offline is True
+    monkeypatch.setenv("WANDB_MODE", "online")
+    assert cfg.logger.wandb.offline is False
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SWEEP_ID", "abc123")  # under `wandb agent`
+    assert cfg.logger.wandb.offline is False
+    cfg, _ = compose_cfg("logger=wandb", "logger.wandb.offline=true", shrink=False)
+    assert cfg.logger.wandb.offline is True
+
+
+def test_slurm_launcher_preset_composes(tmp_path):
+    res = run_cli("train", "hydra/launcher=slurm", "--cfg", "hydra", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "submitit_launcher.SlurmLauncher" in res.stdout
+    assert "timeout_min: 240" in res.stdout

@@ -243,12 +243,13 @@ class _ABCActivation(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, v: Tensor, beta: Tensor) -> Tensor:  # type: ignore[override]
         ctx.save_for_backward(x, v, beta)
-        return _kernels()[0](x, v, beta)
+        # detached inputs: one compiled variant serves every autograd state
+        return _kernels()[0](x.detach(), v.detach(), beta.detach())
 
     @staticmethod
     def backward(ctx, grad: Tensor):  # type: ignore[override]
         x, v, beta = ctx.saved_tensors
-        gx, gv, gb = _kernels()[1](x, grad.contiguous(), v, beta)
+        gx, gv, gb = _kernels()[1](x.detach(), grad.contiguous(), v.detach(), beta.detach())
         return gx, gv.to(v.dtype), gb.to(beta.dtype)
 
 

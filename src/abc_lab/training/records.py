@@ -94,10 +94,12 @@ class RunRecorder(pl.Callback):
     """Keeps ``results.json`` up to date through a Lightning run.
 
     Its history and timing travel in checkpoints (``state_dict``), so a resumed run keeps
-    the epochs it had already done.
+    the epochs it had already done. Training throughput leaves out the first
+    ``warmup_batches`` of each process (kernel compilation, allocator warm-up).
     """
 
-    def __init__(self, run_dir: Path, base: dict[str, Any]) -> None:
+    def __init__(self, run_dir: Path, base: dict[str, Any], warmup_batches: int = 5) -> None:
+        self.warmup_batches = warmup_batches
         self.path = Path(run_dir) / RECORD_NAME
         self.record: dict[str, Any] = {
             "schema": SCHEMA,
@@ -122,6 +124,7 @@ class RunRecorder(pl.Callback):
         self._train_time = 0.0
         self._train_samples = 0
         self._batch_t0 = 0.0
+        self._batches_seen = 0
         self._loss_sum = 0.0
         self._loss_n = 0
 
@@ -170,8 +173,10 @@ class RunRecorder(pl.Callback):
         self._batch_t0 = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self._train_time += time.perf_counter() - self._batch_t0
-        self._train_samples += len(batch[1])
+        self._batches_seen += 1
+        if self._batches_seen > self.warmup_batches:  # skip compilation and allocator warm-up
+            self._train_time += time.perf_counter() - self._batch_t0
+            self._train_samples += len(batch[1])
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
         if loss is not None:
             self._loss_sum += float(loss)

@@ -8,6 +8,7 @@ further overrides. The data module is constructed (cheap: no data is read) to as
 from __future__ import annotations
 
 import json
+import os
 
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
@@ -32,6 +33,14 @@ def data_info(field: str, _root_: DictConfig) -> int:
     return int(getattr(_data_module(_root_.data), field))
 
 
+def wandb_offline() -> bool:
+    """Offline unless the environment asks for online W&B (WANDB_MODE=online, or a W&B
+    sweep agent, which sets WANDB_SWEEP_ID)."""
+    return not (os.environ.get("WANDB_MODE") == "online" or os.environ.get("WANDB_SWEEP_ID"))
+
+
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver("data_info"):
         OmegaConf.register_new_resolver("data_info", data_info)
+    if not OmegaConf.has_resolver("wandb_offline"):
+        OmegaConf.register_new_resolver("wandb_offline", wandb_offline)

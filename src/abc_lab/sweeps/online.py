@@ -1,0 +1,222 @@
+"""Run a sweep definition on the W&B server: ``wandb.sweep`` creates it, ``wandb.agent`` runs
+its proposals here, each as the same ``abc-lab train`` subprocess the offline engine uses.
+
+The child process inherits the agent's ``WANDB_RUN_ID`` / ``WANDB_SWEEP_ID``, so the
+training's W&B logger joins the sweep run and the server sees its metrics (logged online:
+``WANDB_MODE=online``). The same files also run with plain ``wandb sweep`` + ``wandb agent``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import signal
+import subprocess
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from .offline import (
+    RUNS_DIR,
+    STATE_NAME,
+    STATE_SCHEMA,
+    _die_with_parent,
+    dedupe_key,
+    rows_of,
+    stop_process,
+    train_command,
+)
+from .records import now_iso, read_record, summary_metrics, write_json_atomic
+from .spec import SpecError, SweepSpec
+from .summary import summarize
+
+PARAM_PATH_ENV = "WANDB_SWEEP_PARAM_PATH"
+
+
+@contextlib.contextmanager
+def _locked_state(sweep_dir: Path) -> Iterator[dict[str, Any]]:
+    """Read-modify-write ``sweep.json`` under a lock shared by the agents of this machine."""
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    with open(sweep_dir / ".state.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        path = sweep_dir / STATE_NAME
+        state = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        yield state
+        state["updated_at"] = now_iso()
+        write_json_atomic(path, state)
+
+
+def read_params(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The run's parameters from the agent's config file (``{name: {value: v}}``)."""
+    import yaml
+
+    data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    return {
+        k: v["value"]
+        for k, v in data.items()
+        if isinstance(v, Mapping) and "value" in v and not str(k).startswith(("_", "wandb"))
+    }
+
+
+def online_overrides(spec: SweepSpec, config_dir: Path | None = None) -> list[str]:
+    """Make the run's W&B logger log live (its config default is offline) when it has one."""
+    from .spec import compose_train
+
+    cfg = compose_train([*spec.fixed_overrides, *spec.extra], config_dir)
+    logger = cfg.get("logger") or {}
+    return ["logger.wandb.offline=false"] if "wandb" in logger else []
+
+
+def agent_job(
+    spec: SweepSpec,
+    sweep_dir: Path,
+    command: Callable[[], list[str]] = train_command,
+    config_dir: Path | None = None,
+) -> int:
+    """One run proposed by the W&B agent (called in the agent's run process); returns the
+    exit code of its ``abc-lab train``. A run that would repeat an earlier run of this sweep
+    dir (e.g. fp at another M) does not train: its W&B run gets the earlier run's metrics."""
+    run_id = os.environ.get("WANDB_RUN_ID", "run")
+    params = read_params(os.environ[PARAM_PATH_ENV])
+    run_dir = Path(sweep_dir).resolve() / RUNS_DIR / run_id
+    key = dedupe_key(spec, params, config_dir)
+    with _locked_state(sweep_dir) as state:
+        same = next(
+            (
+                r
+                for r in state.get("runs", [])
+                if r.get("dedupe") == key and r["state"] != "duplicate"
+            ),
+            None,
+        )
+        entry = {"name": run_id, "params": params, "dedupe": key, "started_at": now_iso()}
+        if same is None:
+            entry.update(state="running", run_dir=str(run_dir))
+        else:
+            entry.update(state="duplicate", same_as=same["name"], run_dir=None)
+        state.setdefault("runs", []).append(entry)
+    if same is not None:
+        _log_duplicate(same)
+        return 0
+    argv = [*command(), *spec.run_overrides(params), *online_overrides(spec, config_dir)]
+    argv.append(f"hydra.run.dir='{run_dir}'")
+    env = {**os.environ, "WANDB_MODE": "online"}
+    run_dir.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen(
+        argv, stdin=subprocess.DEVNULL, env=env, process_group=0, preexec_fn=_die_with_parent
+    )
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop_process(proc))  # W&B stops a run
+    try:
+        code = proc.wait()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    record = read_record(run_dir)
+    if record is not None:
+        _push_summary(record)
+    with _locked_state(sweep_dir) as state:
+        for r in state.get("runs", []):
+            if r["name"] == run_id:
+                r["state"] = (record or {}).get("status") or ("finished" if code == 0 else "failed")
+                r["exitcode"] = code
+                r["ended_at"] = now_iso()
+    return code
+
+
+def _push_summary(record: Mapping[str, Any], config: Mapping[str, Any] | None = None) -> None:
+    """Put every sweep metric of the record (best_val/acc1 too, which the training does not
+    log to W&B itself) into the summary of the agent's W&B run, so any sweep metric works."""
+    import wandb
+
+    try:  # WANDB_RUN_ID / WANDB_SWEEP_ID from the agent name the run to resume
+        run = wandb.init(resume="allow", config=dict(config or {}))
+        run.summary.update(summary_metrics(record))
+        run.finish()
+    except Exception as exc:
+        Console(stderr=True).print(f"[yellow]W&B summary not updated: {_one_line(exc)}[/]")
+
+
+def _log_duplicate(same: Mapping[str, Any]) -> None:
+    """Give the agent's W&B run the metrics of the run it repeats, instead of training."""
+    record = read_record(Path(same["run_dir"])) if same.get("run_dir") else None
+    _push_summary(record or {}, config={"duplicate_of": same["name"]})
+
+
+def run_online(
+    spec: SweepSpec,
+    sweep_dir: Path | None,
+    count: int | None,
+    project: str,
+    entity: str | None = None,
+    sweep_id: str | None = None,
+    console: Console | None = None,
+    command: Callable[[], list[str]] = train_command,
+) -> int:
+    """Create the sweep on W&B (or join ``sweep_id``) and run an agent for ``count`` runs."""
+    import wandb
+
+    console = console or Console()
+    if sweep_id is None:
+        try:
+            sweep_id = wandb.sweep(spec.engine_config(), project=project, entity=entity)
+        except Exception as exc:
+            raise SpecError(
+                f"could not create the sweep on W&B ({_one_line(exc)}); log in with "
+                "`wandb login` or run it offline"
+            ) from None
+    if not sweep_id:
+        raise SpecError("W&B did not create the sweep; log in with `wandb login` or run offline")
+    sweep_dir = Path(sweep_dir or Path("multirun") / "sweeps" / f"{spec.name}-{sweep_id}")
+    with _locked_state(sweep_dir) as state:
+        if state and state.get("fingerprint") != spec.fingerprint():
+            raise SpecError(f"{sweep_dir} holds another sweep; pass another --sweep-dir")
+        state.update(
+            {
+                k: v
+                for k, v in {
+                    "schema": STATE_SCHEMA,
+                    "version": 1,
+                    "mode": "online",
+                    "sweep_id": sweep_id,
+                    "project": project,
+                    "entity": entity,
+                    "spec_file": str(spec.path),
+                    "spec": spec.raw,
+                    "extra": spec.extra,
+                    "fingerprint": spec.fingerprint(),
+                    "created_at": now_iso(),
+                }.items()
+                if k not in state
+            }
+        )
+        state.setdefault("runs", [])
+    console.print(
+        f"W&B sweep {entity + '/' if entity else ''}{project}/{sweep_id}; runs in {sweep_dir}"
+    )
+    try:
+        wandb.agent(
+            sweep_id,
+            function=lambda: agent_job(spec, sweep_dir, command),
+            count=count,
+            project=project,
+            entity=entity,
+        )
+    except KeyboardInterrupt:
+        console.print("[yellow]agent stopped; the sweep goes on on the server[/]")
+    state = json.loads((sweep_dir / STATE_NAME).read_text(encoding="utf-8"))
+    summarize(
+        sweep_dir,
+        rows_of(state["runs"]),
+        title=f"sweep {spec.name} (online {sweep_id})",
+        extra={"kind": "sweep", "mode": "online", "sweep_id": sweep_id},
+        console=console,
+    )
+    return 0
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,127 @@
+"""Read and amend run records (``results.json``, docs/run-record.md) for sweeps.
+
+Sweeps read these records and nothing else: they never import training internals. The
+sweep metric names (``val/acc1``, ``best_val/acc1``, ...) map onto record fields here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+SCHEMA = "abc-lab/run-record"
+RECORD_NAME = "results.json"
+
+# Sweep metric name -> (section of record["metrics"], field, history key or None).
+METRICS: dict[str, tuple[str, str, str | None]] = {
+    "val/acc1": ("val", "acc1", "val_acc1"),
+    "val/acc5": ("val", "acc5", "val_acc5"),
+    "val/loss": ("val", "loss", "val_loss"),
+    "test/acc1": ("test", "acc1", None),
+    "test/acc5": ("test", "acc5", None),
+    "test/loss": ("test", "loss", None),
+    "best_val/acc1": ("best_val", "acc1", "val_acc1"),
+}
+# Metrics the training logs after every validation epoch, in the record's history and to
+# W&B: the ones hyperband can judge a run by, online and offline alike.
+EPOCH_METRICS = ("val/acc1", "val/acc5", "val/loss")
+
+
+def now_iso() -> str:
+    """The current UTC time as ISO 8601, the format of the records' timestamps."""
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def read_record(path: Path) -> dict[str, Any] | None:
+    """The run record at ``path`` (a file or a run dir), or None if absent, corrupt or foreign."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / RECORD_NAME
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or record.get("schema") != SCHEMA:
+        return None
+    return record
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write ``data`` as JSON to ``path`` via a temporary file and a rename (never half a file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2, default=str)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def mark_record(run_dir: Path, status: str, error: str | None = None) -> dict[str, Any] | None:
+    """Set the status (e.g. ``stopped`` by early termination) of the record in ``run_dir``."""
+    record = read_record(run_dir)
+    if record is None:
+        return None
+    record["status"] = status
+    record["error"] = error
+    record["finished_at"] = record.get("finished_at") or now_iso()
+    write_json_atomic(Path(run_dir) / RECORD_NAME, record)
+    return record
+
+
+def _section(record: Mapping[str, Any], section: str) -> Mapping[str, Any]:
+    metrics = record.get("metrics") or {}
+    value = metrics.get(section) if isinstance(metrics, Mapping) else None
+    return value if isinstance(value, Mapping) else {}
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if value == value else None  # NaN is not a measurement
+
+
+def metric_value(record: Mapping[str, Any], name: str) -> float | None:
+    """The final (summary) value of sweep metric ``name`` in a record, or None if not measured."""
+    section, field, _ = METRICS[name]
+    return _number(_section(record, section).get(field))
+
+
+def summary_metrics(record: Mapping[str, Any]) -> dict[str, float]:
+    """Every sweep metric the record has measured, by sweep metric name."""
+    values = {name: metric_value(record, name) for name in METRICS}
+    return {name: v for name, v in values.items() if v is not None}
+
+
+def metric_history(record: Mapping[str, Any]) -> list[dict[str, float]]:
+    """One dict per validation epoch, keyed by sweep metric name (best_val/* is a running max)."""
+    rows: list[dict[str, float]] = []
+    best: float | None = None
+    for entry in record.get("history") or []:
+        if not isinstance(entry, Mapping):
+            continue
+        row: dict[str, float] = {}
+        for name, (section, _, key) in METRICS.items():
+            if key is None or section == "best_val":
+                continue
+            value = _number(entry.get(key))
+            if value is not None:
+                row[name] = value
+        if "val/acc1" in row:
+            best = row["val/acc1"] if best is None else max(best, row["val/acc1"])
+        if best is not None:
+            row["best_val/acc1"] = best
+        epoch = entry.get("epoch")
+        if isinstance(epoch, int):
+            row["epoch"] = epoch
+        rows.append(row)
+    return rows
