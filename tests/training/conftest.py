@@ -56,14 +56,21 @@ def compose_cfg(tmp_path):
     GlobalHydra.instance().clear()
 
 
+ABC_LAB = str(Path(sys.executable).with_name("abc-lab"))
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    """Environment for `abc-lab` subprocesses: eager kernels, offline W&B, wide output."""
+    return {**os.environ, "ABC_LAB_KERNEL": "eager", "WANDB_MODE": "offline",
+            "PYTHONUNBUFFERED": "1", "COLUMNS": "120", **extra}  # fmt: skip
+
+
 def run_cli(*args: str, cwd: Path, timeout: int = 300, env: dict | None = None):
     """Run the installed `abc-lab` console script; returns the CompletedProcess."""
-    exe = Path(sys.executable).with_name("abc-lab")
-    full_env = {**os.environ, "ABC_LAB_KERNEL": "eager", "WANDB_MODE": "offline",
-                "PYTHONUNBUFFERED": "1", "COLUMNS": "120", **(env or {})}  # fmt: skip
     return subprocess.run(
-        [str(exe), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env
-    )
+        [ABC_LAB, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
+        env=cli_env(**(env or {})),
+    )  # fmt: skip
 
 
 SHRINK_CLI = [*SHRINK, "callbacks.progress=null"]

@@ -15,7 +15,7 @@ from abc_lab.quant import QuantConv2d
 from abc_lab.training.errors import UserError
 from abc_lab.training.train import build_model, preflight, train
 
-from .conftest import SHRINK_CLI, run_cli
+from .conftest import ABC_LAB, SHRINK_CLI, cli_env, run_cli
 
 MODELS = ["resnet18", "resnet20", "resnet34", "resnet50", "vgg_small"]
 QUANTS = ["fp", "bnn", "bwn", "xnor", "abc", "abc_weight_only"]
@@ -183,10 +183,10 @@ def test_resume_after_sigkill_reaches_the_same_epoch_count(tmp_path):
         "trainer.max_epochs=3", "+trainer.limit_train_batches=8", "data.train_subset=256",
         "callbacks.checkpoint_steps.every_n_train_steps=3", "hydra.run.dir=run",
     ]  # fmt: skip
-    exe = run_cli.__globals__["sys"].executable.replace("python", "abc-lab")
-    env = {**run_cli.__globals__["os"].environ, "ABC_LAB_KERNEL": "eager"}
-    proc = subprocess.Popen([exe, *args], cwd=tmp_path, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    proc = subprocess.Popen(
+        [ABC_LAB, *args], cwd=tmp_path, env=cli_env(),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
     record_path = tmp_path / "run" / "results.json"
     deadline = time.time() + 240
     while time.time() < deadline:  # kill inside epoch 1, after a step checkpoint of it
@@ -260,3 +260,25 @@ def test_slurm_launcher_preset_composes(tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     assert "submitit_launcher.SlurmLauncher" in res.stdout
     assert "timeout_min: 240" in res.stdout
+
+
+def test_sigterm_records_failure_and_exits_non_zero(tmp_path):
+    args = [
+        "train", *[s for s in SHRINK_CLI if "limit_train" not in s and "max_epochs" not in s],
+        "trainer.max_epochs=50", "+trainer.limit_train_batches=4", "hydra.run.dir=run",
+    ]  # fmt: skip
+    proc = subprocess.Popen(
+        [ABC_LAB, *args], cwd=tmp_path, env=cli_env(),
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    record_path = tmp_path / "run" / "results.json"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        time.sleep(0.2)
+        if record_path.exists() and json.loads(record_path.read_text())["epochs_done"] >= 1:
+            break
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
+    record = json.loads(record_path.read_text())
+    assert record["status"] == "failed" and record["error"] == "terminated by SIGTERM"

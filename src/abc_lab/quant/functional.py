@@ -14,6 +14,7 @@ through each activation base.
 
 from __future__ import annotations
 
+import logging
 import numbers
 import os
 import warnings
@@ -223,6 +224,8 @@ def _kernels():
     if _kernel["name"] == "eager":
         return _act_forward, _act_backward
     if _kernel["compiled"] is None:
+        # torch's C++ toolchain probe warns about CUDA on CPU-only machines: not our concern
+        logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
         try:
             _kernel["compiled"] = (
                 torch.compile(_act_forward, dynamic=True),

@@ -22,10 +22,9 @@ def main(argv: list[str]) -> int:
 
     console = Console()
     name = args.name or args.paths[-1].resolve().name
-    try:
+    try:  # build_report prints the main table and where it wrote
         out = build_report(list(args.paths), name, out_root=args.out, console=console)
     except ValueError as err:
         console.print(f"[bold red]error:[/] {err}")
         return 2
-    console.print(f"report written to {out / 'report.md'} and {out / 'report.html'}")
-    return 0
+    return 0 if out.is_dir() else 1

@@ -13,10 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-SCHEMA = "abc-lab/run-record"
-SUPPORTED_VERSIONS = (1,)
-RECORD_NAME = "results.json"
-STATUSES = ("running", "finished", "failed", "stopped")
+from ..record_format import RECORD_NAME, SCHEMA, STATUSES, VERSION
+
+SUPPORTED_VERSIONS = (VERSION,)
 
 # Key fields that describe the training setup: a binary run and its baseline share them all.
 SETUP_FIELDS = (

@@ -217,7 +217,15 @@ def to_rich(table: Table) -> RichTable:
     )
     for i, header in enumerate(table.headers):
         justify = "right" if table.alignment(i) == "right" else "left"
-        out.add_column(Text(header), justify=justify)
+        # the first column names the row: never cut it; numbers fold rather than vanish
+        first = header == table.headers[0]
+        out.add_column(
+            Text(header),
+            justify=justify,
+            no_wrap=first,
+            min_width=len(header) if first else None,
+            overflow="fold",
+        )
     for row in table.rows:
         out.add_row(*(Text(cell) for cell in row))
     return out

@@ -27,15 +27,8 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
-from .records import (
-    RECORD_NAME,
-    mark_record,
-    metric_history,
-    now_iso,
-    read_record,
-    summary_metrics,
-    write_json_atomic,
-)
+from ..record_format import RECORD_NAME, now_iso, write_json_atomic
+from .records import mark_record, metric_history, read_record, summary_metrics
 from .spec import SpecError, SweepSpec, compose_train
 from .summary import JobRow, job_row, summarize
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from rich.console import Console
 
+from ..record_format import now_iso, write_json_atomic
 from .offline import (
     RUNS_DIR,
     STATE_NAME,
@@ -30,7 +31,7 @@ from .offline import (
     stop_process,
     train_command,
 )
-from .records import now_iso, read_record, summary_metrics, write_json_atomic
+from .records import read_record, summary_metrics
 from .spec import SpecError, SweepSpec
 from .summary import summarize
 

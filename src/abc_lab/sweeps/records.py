@@ -7,15 +7,11 @@ sweep metric names (``val/acc1``, ``best_val/acc1``, ...) map onto record fields
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-SCHEMA = "abc-lab/run-record"
-RECORD_NAME = "results.json"
+from ..record_format import RECORD_NAME, SCHEMA, now_iso, write_json_atomic
 
 # Sweep metric name -> (section of record["metrics"], field, history key or None).
 METRICS: dict[str, tuple[str, str, str | None]] = {
@@ -32,11 +28,6 @@ METRICS: dict[str, tuple[str, str, str | None]] = {
 EPOCH_METRICS = ("val/acc1", "val/acc5", "val/loss")
 
 
-def now_iso() -> str:
-    """The current UTC time as ISO 8601, the format of the records' timestamps."""
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
 def read_record(path: Path) -> dict[str, Any] | None:
     """The run record at ``path`` (a file or a run dir), or None if absent, corrupt or foreign."""
     path = Path(path)
@@ -49,21 +40,6 @@ def read_record(path: Path) -> dict[str, Any] | None:
     if not isinstance(record, dict) or record.get("schema") != SCHEMA:
         return None
     return record
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write ``data`` as JSON to ``path`` via a temporary file and a rename (never half a file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2, default=str)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def mark_record(run_dir: Path, status: str, error: str | None = None) -> dict[str, Any] | None:

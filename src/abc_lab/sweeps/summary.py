@@ -17,7 +17,8 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from .records import RECORD_NAME, metric_value, now_iso, read_record, write_json_atomic
+from ..record_format import RECORD_NAME, now_iso, write_json_atomic
+from .records import metric_value, read_record
 
 SUMMARY_JSON = "summary.json"
 SUMMARY_MD = "summary.md"

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 from rich.console import Console
 
+from ..record_format import RECORD_NAME, SCHEMA, VERSION, now_iso, write_json_atomic
 from .errors import UserError
-from .records import RECORD_NAME, SCHEMA, VERSION, now_iso, write_json_atomic
 from .resolvers import register_resolvers
 
 
@@ -83,6 +85,9 @@ def task(cfg: DictConfig) -> None:
     except KeyboardInterrupt:
         err_console.print(f"[bold red]interrupted[/]; the run is recorded in {run_dir}")
         raise
+    except SIGTERMException:  # Lightning's is a SystemExit with code 0: exit like a killed job
+        err_console.print(f"[bold red]terminated[/] (SIGTERM); the run is recorded in {run_dir}")
+        sys.exit(128 + signal.SIGTERM)
     except Exception as err:
         err_console.print(f"[bold red]training failed:[/] {type(err).__name__}: {err}")
         err_console.print(f"the run is recorded as failed in {run_dir / RECORD_NAME}")

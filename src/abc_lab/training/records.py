@@ -7,40 +7,15 @@ these files.
 
 from __future__ import annotations
 
-import json
-import os
 import platform
 import subprocess
-import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 
-SCHEMA = "abc-lab/run-record"
-VERSION = 1
-RECORD_NAME = "results.json"
-
-
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    """Write JSON to ``path`` via a temporary file and rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=2, default=str)
-            fh.write("\n")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+from ..record_format import RECORD_NAME, SCHEMA, VERSION, now_iso, write_json_atomic
 
 
 def library_versions() -> dict[str, str]:

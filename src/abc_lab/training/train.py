@@ -15,6 +15,7 @@ import lightning.pytorch as pl
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
@@ -234,7 +235,10 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                 "best": ckpt_cb.best_model_path or None,
             }
     except BaseException as err:
-        error = f"{type(err).__name__}: {err}"
+        if isinstance(err, SIGTERMException):
+            error = "terminated by SIGTERM"
+        else:
+            error = f"{type(err).__name__}: {err}"
         raise
     finally:
         if trainer.is_global_zero:  # other DDP ranks must not overwrite rank 0's record
