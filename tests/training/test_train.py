@@ -151,8 +151,11 @@ def test_console_script_bad_input_one_line_and_no_run_dir(tmp_path):
     lines = [ln for ln in res.stderr.strip().splitlines() if ln.strip()]
     assert lines == ["error: M must be an integer >= 1, got 0 (check the quant.* overrides)"]
     assert not (tmp_path / "run").exists()
-    res = run_cli("train", "model=resnet99", cwd=tmp_path)
-    assert res.returncode != 0 and "resnet99" in res.stderr and "resnet20" in res.stderr
+    for override, known in (("model=resnet99", "resnet20"), ("data=mnist3d", "fashion_mnist"),
+                            ("quant=ternary", "xnor")):  # fmt: skip
+        res = run_cli("train", override, cwd=tmp_path)
+        bad = override.split("=")[1]
+        assert res.returncode != 0 and bad in res.stderr and known in res.stderr, res.stderr
 
 
 def test_help_and_cfg_job(tmp_path):
