@@ -70,8 +70,9 @@ def import_engine() -> Any:
 
 
 def train_command() -> list[str]:
-    """How a run is started: `abc-lab train` of the interpreter running the sweep."""
-    return [sys.executable, "-m", "abc_lab.cli", "train"]
+    """How a run is started: `abc-lab train` of the interpreter running the sweep, in its
+    script form, which Lightning's DDP launcher can also start for the other ranks."""
+    return [sys.executable, "-m", "abc_lab.training.app"]
 
 
 def _plain(value: Any) -> Any:
