@@ -98,28 +98,44 @@ class ModelSummary:
             ("bits w/x", "", "right"),
             ("float KiB", f"{totals['memory_float_bytes'] / 1024:,.1f}", "right"),
             ("packed KiB", f"{totals['memory_packed_bytes'] / 1024:,.1f}", "right"),
-            ("binary MACs", f"{totals['binary_macs']:,}", "right"),
-            ("float MACs", f"{totals['float_macs']:,}", "right"),
+            ("binary MACs", _count(totals["binary_macs"]), "right"),
+            ("float MACs", _count(totals["float_macs"]), "right"),
         ]
-        for header, footer, justify in cols:
-            table.add_column(header, footer=footer, justify=justify)
+        for header, footer, justify in cols:  # layer names are never cut; numbers may fold
+            table.add_column(
+                header,
+                footer=footer,
+                justify=justify,
+                no_wrap=header in ("layer", "kind"),
+                overflow="fold",
+                min_width=len(footer) or None,
+            )
         for layer in self.layers:
             table.add_row(
                 layer.name,
-                layer.kind,
+                layer.kind.replace("Quant", "Q"),
                 f"{layer.params:,}",
                 f"{layer.weight_bits}/{layer.input_bits}",
                 f"{layer.float_bytes / 1024:,.1f}",
                 f"{layer.packed_bytes / 1024:,.1f}",
-                f"{layer.macs:,}" if layer.binary else "0",
-                "0" if layer.binary else f"{layer.macs:,}",
+                _count(layer.macs) if layer.binary else "0",
+                "0" if layer.binary else _count(layer.macs),
             )
         table.caption = (
             f"compression {totals['compression']:.1f}x, "
             f"binarized MACs {100 * totals['binarized_mac_ratio']:.1f}%, "
-            f"binary ops {totals['binary_ops']:,}"
+            f"binary ops {_count(totals['binary_ops'])}"
         )
         return table
+
+
+def _count(n: int) -> str:
+    """Compact count for tables: 1.81 M, 640 k, 72."""
+    if n >= 1_000_000:
+        return f"{n / 1e6:.2f} M"
+    if n >= 10_000:
+        return f"{n / 1e3:.0f} k"
+    return f"{n:,}"
 
 
 def _layer_summary(name: str, layer: nn.Module, out: torch.Tensor) -> LayerSummary:
