@@ -68,13 +68,14 @@ def test_results_json_has_every_field(compose_cfg):
     assert record["throughput"]["train_samples_per_s"] > 0  # 8 batches, 5 left out as warm-up
     assert record["versions"]["torch"] == torch.__version__
     assert Path(record["checkpoints"]["best"]).is_file()
+    assert "=" not in Path(record["checkpoints"]["best"]).name  # usable as init_from=<path>
     assert (run_dir / "config.yaml").is_file()
 
 
 def test_init_from_loads_full_precision_weights(compose_cfg, tmp_path):
     cfg, run_dir = compose_cfg("quant=fp", "test=false")
     record = train(cfg, run_dir)
-    ckpt = record["checkpoints"]["last"]
+    ckpt = record["checkpoints"]["best"]  # its path must pass as a Hydra override
     state = torch.load(ckpt, weights_only=True)["state_dict"]
     cfg2, run_dir2 = compose_cfg("quant=abc", f"init_from={ckpt}")
     model = build_model(cfg2, preflight(cfg2, run_dir2))
