@@ -15,8 +15,8 @@ from collections.abc import Sequence
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .functional import check_count
 from .quantizers import ABCInput, ABCWeight, InputQuantizer, WeightQuantizer
+from .registry import QuantConfig
 
 
 class _QuantMixin:
@@ -124,20 +124,9 @@ class QuantLinear(_QuantMixin, nn.Linear):
         return super().extra_repr() + self.extra_quant_repr()
 
 
-def _abc_quantizers(
-    M: int,
-    N: int,
-    shifts: Sequence[float] | None,
-    alpha_scope: str,
-    trainable_shifts: bool,
-    act_shift_center: float,
-    act_shift_spread: float,
-    beta_init: float | None,
-) -> tuple[ABCWeight, ABCInput | None]:
-    N = check_count("N", N, 0)
-    kernel = ABCWeight(M, shifts=shifts, scope=alpha_scope, trainable_shifts=trainable_shifts)
-    inp = None if N == 0 else ABCInput(N, act_shift_center, act_shift_spread, beta_init)
-    return kernel, inp
+def _abc_quantizers(**abc: object) -> tuple[ABCWeight, ABCInput | None]:
+    """The registry's "abc" recipe (one place builds ABC quantizers), validated there."""
+    return QuantConfig(name="abc", **abc).make()  # type: ignore[arg-type, return-value]
 
 
 class ABCConv2d(QuantConv2d):
@@ -170,14 +159,14 @@ class ABCConv2d(QuantConv2d):
         beta_init: float | None = None,
     ) -> None:
         kernel, inp = _abc_quantizers(
-            M,
-            N,
-            shifts,
-            alpha_scope,
-            trainable_shifts,
-            act_shift_center,
-            act_shift_spread,
-            beta_init,
+            M=M,
+            N=N,
+            shifts=shifts,
+            alpha_scope=alpha_scope,
+            trainable_shifts=trainable_shifts,
+            act_shift_center=act_shift_center,
+            act_shift_spread=act_shift_spread,
+            beta_init=beta_init,
         )
         super().__init__(
             in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
@@ -206,14 +195,14 @@ class ABCLinear(QuantLinear):
         beta_init: float | None = None,
     ) -> None:
         kernel, inp = _abc_quantizers(
-            M,
-            N,
-            shifts,
-            alpha_scope,
-            trainable_shifts,
-            act_shift_center,
-            act_shift_spread,
-            beta_init,
+            M=M,
+            N=N,
+            shifts=shifts,
+            alpha_scope=alpha_scope,
+            trainable_shifts=trainable_shifts,
+            act_shift_center=act_shift_center,
+            act_shift_spread=act_shift_spread,
+            beta_init=beta_init,
         )
         super().__init__(
             in_features,

@@ -93,16 +93,6 @@ class QuantConfig:
     def is_kept_fp(self, module_name: str) -> bool:
         return any(fnmatch.fnmatch(module_name, p) for p in self.keep_fp)
 
-    @property
-    def weight_bits(self) -> int:
-        kernel, _ = self.make()
-        return 32 if kernel is None else kernel.bits
-
-    @property
-    def act_bits(self) -> int:
-        _, inp = self.make()
-        return 32 if inp is None else inp.bits
-
     def label(self) -> str:
         """Short human label: 'fp', 'xnor', 'abc(3,3)', 'abc(3,w)' for weight-only."""
         if self.name != "abc":

@@ -91,6 +91,7 @@ class Checked:
     datamodule: Any
     init_state: dict | None
     resume_path: str | None
+    resume_state: dict | None
 
 
 def preflight(cfg: DictConfig, run_dir: Path) -> Checked:
@@ -112,7 +113,7 @@ def preflight(cfg: DictConfig, run_dir: Path) -> Checked:
     init_state = None
     if cfg.init_from:
         init_state = ckpts.model_state(ckpts.read_checkpoint(cfg.init_from, "init_from"))
-    resume = None
+    resume = resume_state = None
     if cfg.ckpt_path:
         if cfg.ckpt_path == "last":
             latest = latest_checkpoint(run_dir)
@@ -124,8 +125,8 @@ def preflight(cfg: DictConfig, run_dir: Path) -> Checked:
             resume = str(latest)
         else:
             resume = str(cfg.ckpt_path)
-        ckpts.read_checkpoint(resume, "ckpt_path")
-    return Checked(q, datamodule, init_state, resume)
+        resume_state = ckpts.model_state(ckpts.read_checkpoint(resume, "ckpt_path"))
+    return Checked(q, datamodule, init_state, resume, resume_state)
 
 
 def build_model(cfg: DictConfig, checked: Checked) -> torch.nn.Module:
@@ -143,9 +144,8 @@ def build_model(cfg: DictConfig, checked: Checked) -> torch.nn.Module:
     if state is not None and any("quantizer." in k for k in state):
         ckpts.check_compatible(model, state, "init_from", cfg.init_from)
         ckpts.load_into(model, state)
-    if checked.resume_path:
-        resume_state = ckpts.model_state(ckpts.read_checkpoint(checked.resume_path, "ckpt_path"))
-        ckpts.check_compatible(model, resume_state, "ckpt_path", checked.resume_path)
+    if checked.resume_state is not None:
+        ckpts.check_compatible(model, checked.resume_state, "ckpt_path", checked.resume_path)
     return model
 
 
