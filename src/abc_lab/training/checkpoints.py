@@ -2,14 +2,48 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from ..record_format import RECORD_NAME
 from .errors import UserError
 
 HOW = "pass the path of a .ckpt written by abc-lab train (e.g. <run dir>/checkpoints/last.ckpt)"
+
+
+def run_checkpoint(path: str | Path, what: str) -> str:
+    """``path`` itself when it is a file; for a run directory, that run's best checkpoint.
+
+    A run directory is read through its record (``results.json``): the run must have
+    finished, and its best checkpoint (by validation top-1; else its last) must still exist,
+    at the recorded path or under the directory's ``checkpoints/`` if the run was moved.
+    """
+    p = Path(path)
+    if not p.is_dir():
+        return str(path)
+    record_path = p / RECORD_NAME
+    try:
+        record = json.loads(record_path.read_text())
+    except (OSError, ValueError) as err:
+        raise UserError(
+            f"{what} '{path}' is a directory without a readable {RECORD_NAME}; {HOW}, "
+            "or the directory of a run of abc-lab train"
+        ) from err
+    if record.get("status") != "finished":
+        raise UserError(
+            f"{what} '{path}': that run is {record.get('status')!r}, not finished; "
+            "let it finish (or resume it) first, or pass one of its .ckpt files"
+        )
+    recorded = record.get("checkpoints") or {}
+    for kind in ("best", "last"):
+        if recorded.get(kind):
+            for candidate in (Path(recorded[kind]), p / "checkpoints" / Path(recorded[kind]).name):
+                if candidate.is_file():
+                    return str(candidate)
+    raise UserError(f"{what} '{path}': the run's checkpoints are gone ({recorded or 'none recorded'})")
 
 
 def read_checkpoint(path: str | Path, what: str) -> dict:

@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
+
+from ..record_format import RECORD_NAME
+from .errors import UserError
 
 _cache: dict[str, object] = {}
 
@@ -39,8 +43,36 @@ def wandb_offline() -> bool:
     return not (os.environ.get("WANDB_MODE") == "online" or os.environ.get("WANDB_SWEEP_ID"))
 
 
+def sweep_run(variant: str, run_dir: str) -> str:
+    """The directory of the finished run of ``variant`` beside ``run_dir``.
+
+    Runs of one sweep are sibling directories, so a variant that starts from another
+    (``init_from: ${sweep_run:fp,${hydra:runtime.output_dir}}``) finds it by the
+    ``variant`` name in the sibling's record. The newest finished one wins.
+    """
+    parent = Path(run_dir).resolve().parent
+    found: list[tuple[str, Path]] = []
+    for path in parent.glob(f"*/{RECORD_NAME}"):
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if (record.get("config") or {}).get("variant") == variant and record.get(
+            "status"
+        ) == "finished":
+            found.append((str(record.get("finished_at") or ""), path.parent))
+    if not found:
+        raise UserError(
+            f"no finished run of variant={variant} beside this run (in {parent}); the sweep "
+            f"must train variant={variant} first (list it before the variants that start from it)"
+        )
+    return str(max(found)[1])
+
+
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver("data_info"):
         OmegaConf.register_new_resolver("data_info", data_info)
     if not OmegaConf.has_resolver("wandb_offline"):
         OmegaConf.register_new_resolver("wandb_offline", wandb_offline)
+    if not OmegaConf.has_resolver("sweep_run"):
+        OmegaConf.register_new_resolver("sweep_run", sweep_run)

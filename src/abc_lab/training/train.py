@@ -17,6 +17,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import InterpolationResolutionError
 from rich.console import Console
 
 from ..data import DataError
@@ -79,6 +80,7 @@ def record_key(cfg: DictConfig, q: QuantConfig) -> dict[str, Any]:
         "train_subset": cfg.data.get("train_subset"),
         "label_smoothing": float(cfg.module.label_smoothing),
         "seed": int(cfg.seed),
+        "precision": str(cfg.trainer.get("precision", "32-true")),
         "init_from": str(Path(cfg.init_from).resolve()) if cfg.init_from else None,
     }
 
@@ -111,7 +113,12 @@ def preflight(cfg: DictConfig, run_dir: Path) -> Checked:
     except Exception as err:
         raise UserError(f"data config is invalid: {_root_message(err)}") from err
     init_state = None
-    if cfg.init_from:
+    try:
+        init_from = cfg.init_from
+    except InterpolationResolutionError as err:
+        raise UserError(f"init_from: {_root_message(err)}") from err
+    if init_from:
+        cfg.init_from = ckpts.run_checkpoint(init_from, "init_from")
         init_state = ckpts.model_state(ckpts.read_checkpoint(cfg.init_from, "init_from"))
     resume = resume_state = None
     if cfg.ckpt_path:
