@@ -43,7 +43,8 @@ def run_checkpoint(path: str | Path, what: str) -> str:
             for candidate in (Path(recorded[kind]), p / "checkpoints" / Path(recorded[kind]).name):
                 if candidate.is_file():
                     return str(candidate)
-    raise UserError(f"{what} '{path}': the run's checkpoints are gone ({recorded or 'none recorded'})")
+    gone = recorded or "none recorded"
+    raise UserError(f"{what} '{path}': the run's checkpoints are gone ({gone})")
 
 
 def read_checkpoint(path: str | Path, what: str) -> dict:
