@@ -503,3 +503,28 @@ def test_html_renders_in_headless_chromium(sweep: Path, tmp_path: Path) -> None:
     assert pixels.shape[:2] == (2000, 1200)
     not_white = (pixels < 0.95).any(axis=-1).mean()
     assert not_white > 0.02 and pixels.std() > 0.05  # text, tables and figures drawn
+
+
+def test_the_papers_pattern_is_checked_within_seed_noise(sweep: Path, tmp_path: Path) -> None:
+    _, md, _, _ = report([sweep], tmp_path)
+    # noise: fp 90/92 and abc(3,3) 80/82/87 -> pooled std sqrt((2 + 13) / 2) = 2.74 points
+    assert "pooled std of top-1 over fp, abc(3,3) = 2.74 points" in md
+    assert "Δ ≥ −2·noise = −5.48" in md
+    assert "| more weight bases never lose | abc(3,1)−abc(1,1) | +3.00 | +6.40 | yes |" in md
+    assert "| more weight bases never lose | abc(3,3)−abc(1,3) | +0.00 | — | yes |" in md
+    assert "| more activation bases never lose | abc(1,3)−abc(1,1) | +5.00 | — | yes |" in md
+    assert "| more activation bases never lose | abc(3,3)−abc(3,1) | +2.00 | +11.90 | yes |" in md
+    # per added base: activation (2.5 + 1.0) / 2 = 1.75, weight (1.5 + 0.0) / 2 = 0.75
+    assert "per activation base (+1.75) − per weight base (+0.75) | +1.00 | — | yes |" in md
+    assert "| abc(1,1) at least at xnor's level | abc(1,1) − xnor | -2.00 | -8.50 | yes |" in md
+
+
+def test_a_broken_pattern_is_marked_and_one_seed_has_no_tolerance(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    write_run(root, "fp", acc1=0.92)
+    write_run(root, "abc11", quant="abc", M=1, N=1, acc1=0.85)
+    write_run(root, "abc31", quant="abc", M=3, N=1, acc1=0.849)
+    _, md, _, _ = report([root], tmp_path)
+    assert "| more weight bases never lose | abc(3,1)−abc(1,1) | -0.10 | +6.40 | **no** |" in md
+    assert "No configuration ran with several seeds, so the tolerance is 0." in md
+    assert "activation bases help more" not in md and "xnor's level" not in md

@@ -18,7 +18,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.text import Text
 
-from . import figures, paper, tables
+from . import figures, paper, patterns, tables
 from .document import Block, Bullets, Code, Heading, Image, Paragraph, Table
 from .html import render_html
 from .markdown import render_markdown
@@ -61,6 +61,21 @@ def _family(row: Row) -> tuple:
         key.get("act_shift_spread"),
         row.initialised,
     )
+
+
+def _families(rows: Sequence[Row]) -> dict[tuple, list[Row]]:
+    """Heat-map families; weight-only rows (N=0, no activation fields) join the family of
+    the rows with activation bases that they match in the other fields."""
+    families: dict[tuple, list[Row]] = {}
+    for row in rows:
+        if row.N:
+            families.setdefault(_family(row), []).append(row)
+    for row in rows:
+        if not row.N:
+            own = _family(row)
+            same = [f for f in families if (f[0], f[1], f[4]) == (own[0], own[1], own[4])]
+            families.setdefault(same[0] if same else own, []).append(row)
+    return families
 
 
 def _family_title(row: Row, several: bool) -> str:
@@ -113,9 +128,13 @@ class _Composer:
         self.add(replace(table, title=""))
 
         abc_rows = [r for r in group.rows if r.quant == "abc"]
-        families: dict[tuple, list[Row]] = {}
-        for row in abc_rows:
-            families.setdefault(_family(row), []).append(row)
+        families = _families(abc_rows)
+        if families:
+            main_family = max(families.values(), key=len)
+            xnor = next((r for r in group.rows if r.quant == "xnor"), None)
+            checked = patterns.pattern_table(group.all_rows, main_family, xnor)
+            if checked is not None:
+                self.add(Heading(3, "The paper's pattern, within seed noise"), checked)
         if families:
             self.add(Heading(3, "Top-1 over (M, N)"))
         for k, rows in enumerate(families.values()):

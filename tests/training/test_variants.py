@@ -1,0 +1,125 @@
+"""Study variants (conf/variant): composition, and binary runs that find their fp run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import OmegaConf, open_dict, read_write
+
+from abc_lab.sweeps.spec import load_spec
+from abc_lab.training.checkpoints import run_checkpoint
+from abc_lab.training.errors import UserError
+from abc_lab.training.train import train
+
+REPO = Path(__file__).resolve().parents[2]
+VARIANTS = sorted(p.stem for p in (REPO / "conf" / "variant").glob("*.yaml"))
+# variant -> (quantizer, M, N, seed, the variant it starts from)
+EXPECTED = {
+    "fp": ("fp", None, None, 0, None),
+    "fp_seed1": ("fp", None, None, 1, None),
+    "bnn": ("bnn", None, None, 0, "fp"),
+    "bwn": ("bwn", None, None, 0, "fp"),
+    "xnor": ("xnor", None, None, 0, "fp"),
+    "abc_w3": ("abc", 3, 0, 0, "fp"),
+    "abc_1_1": ("abc", 1, 1, 0, "fp"),
+    "abc_3_1": ("abc", 3, 1, 0, "fp"),
+    "abc_3_3": ("abc", 3, 3, 0, "fp"),
+    "abc_5_3": ("abc", 5, 3, 0, "fp"),
+    "abc_5_5": ("abc", 5, 5, 0, "fp"),
+    "abc_3_3_seed1": ("abc", 3, 3, 1, "fp_seed1"),
+}
+
+
+def test_the_variant_files_are_the_expected_set():
+    assert VARIANTS == sorted(EXPECTED)
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_each_variant_composes_into_its_quantizer_seed_and_start(compose_cfg, name):
+    cfg, _ = compose_cfg("experiment=fmnist_study", f"variant={name}", shrink=False)
+    quant, m, n, seed, source = EXPECTED[name]
+    assert cfg.variant == name and cfg.seed == seed and cfg.quant.name == quant
+    if m is not None:
+        assert (cfg.quant.M, cfg.quant.N) == (m, n)
+    raw = OmegaConf.to_container(cfg, resolve=False)["init_from"]
+    if source is None:
+        assert raw is None
+    else:
+        assert raw == f"${{sweep_run:{source},${{hydra:runtime.output_dir}}}}"
+    # the study's fixed recipe is the same for every variant
+    assert (cfg.trainer.max_epochs, cfg.trainer.precision) == (8, "bf16-mixed")
+    assert (cfg.optim.name, cfg.optim.lr, cfg.schedule.name, cfg.data.augment) == (
+        "sgd", 0.1, "cosine", True
+    )
+
+
+def test_study_sweep_lists_every_variant_after_the_run_it_starts_from():
+    spec = load_spec(REPO / "sweeps" / "fmnist_study.yaml")
+    values = spec.raw["parameters"]["variant"]["values"]
+    assert sorted(values) == VARIANTS and spec.grid_size() == len(VARIANTS)
+    assert spec.raw["parameters"]["experiment"] == {"value": "fmnist_study"}
+    for i, name in enumerate(values):
+        source = EXPECTED[name][4]
+        assert source is None or values.index(source) < i, name
+
+
+def _as_run(cfg, run_dir: Path):
+    """Point Hydra's runtime output dir (what ${hydra:...} reads) at ``run_dir``."""
+    with read_write(cfg.hydra), open_dict(cfg.hydra):
+        cfg.hydra.runtime.output_dir = str(run_dir)
+    HydraConfig.instance().set_config(cfg)
+    return cfg, run_dir
+
+
+def test_binary_variant_starts_from_the_finished_fp_run_beside_it(compose_cfg, tmp_path):
+    sweep_runs = tmp_path / "runs"
+    cfg, _ = compose_cfg("experiment=fmnist_study", "variant=abc_1_1", "test=false")
+    cfg, early = _as_run(cfg, sweep_runs / "run-000")
+    with pytest.raises(UserError, match="no finished run of variant=fp beside this run"):
+        train(cfg, early)
+
+    cfg, _ = compose_cfg("experiment=fmnist_study", "variant=fp", "test=false")
+    fp_record = train(*_as_run(cfg, sweep_runs / "run-001"))
+    assert fp_record["status"] == "finished" and fp_record["config"]["variant"] == "fp"
+    assert fp_record["key"]["precision"] == "bf16-mixed"
+
+    cfg, _ = compose_cfg("experiment=fmnist_study", "variant=abc_1_1", "test=false")
+    record = train(*_as_run(cfg, sweep_runs / "run-002"))
+    best = fp_record["checkpoints"]["best"]
+    assert record["status"] == "finished"
+    assert record["key"]["init_from"] == str(Path(best).resolve())
+    assert record["config"]["init_from"] == best  # the rerunnable config names the file
+
+    # the second seed's binary run looks for fp_seed1, not fp
+    cfg, _ = compose_cfg("experiment=fmnist_study", "variant=abc_3_3_seed1", "test=false")
+    with pytest.raises(UserError, match="variant=fp_seed1"):
+        train(*_as_run(cfg, sweep_runs / "run-003"))
+
+
+def _record(run_dir: Path, status: str, best: str | None) -> Path:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    record = {"status": status, "checkpoints": {"best": best, "last": None}}
+    (run_dir / "results.json").write_text(json.dumps(record))
+    return run_dir
+
+
+def test_init_from_a_run_directory_reads_its_record(tmp_path):
+    assert run_checkpoint("/some/file.ckpt", "init_from") == "/some/file.ckpt"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(UserError, match="without a readable results.json"):
+        run_checkpoint(empty, "init_from")
+    running = _record(tmp_path / "running", "running", None)
+    with pytest.raises(UserError, match="'running', not finished"):
+        run_checkpoint(running, "init_from")
+    # a moved run: the recorded path is stale, the file sits under <dir>/checkpoints/
+    moved = _record(tmp_path / "moved", "finished", "/gone/checkpoints/best-epoch003.ckpt")
+    (moved / "checkpoints").mkdir()
+    (moved / "checkpoints" / "best-epoch003.ckpt").write_bytes(b"x")
+    assert run_checkpoint(moved, "init_from") == str(moved / "checkpoints" / "best-epoch003.ckpt")
+    lost = _record(tmp_path / "lost", "finished", "/gone/best.ckpt")
+    with pytest.raises(UserError, match="checkpoints are gone"):
+        run_checkpoint(lost, "init_from")
