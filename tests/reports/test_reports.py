@@ -528,3 +528,21 @@ def test_a_broken_pattern_is_marked_and_one_seed_has_no_tolerance(tmp_path: Path
     assert "| more weight bases never lose | abc(3,1)−abc(1,1) | -0.10 | +6.40 | **no** |" in md
     assert "No configuration ran with several seeds, so the tolerance is 0." in md
     assert "activation bases help more" not in md and "xnor's level" not in md
+
+
+def test_notes_become_part_of_the_report(sweep: Path, tmp_path: Path) -> None:
+    notes = tmp_path / "findings.md"
+    notes.write_text(
+        "## Findings\n\nThe gap of `abc(5,5)` is **1.2** points\nat 8 epochs.\n\n"
+        "- first point\n  continued\n- second\n\n```\nabc-lab train quant=fp\n```\n"
+    )
+    console = Console(record=True, width=200, color_system=None)
+    out = build_report([sweep], "n", out_root=tmp_path / "reports", console=console, notes=notes)
+    md, html = (out / "report.md").read_text(), (out / "report.html").read_text()
+    assert "## Findings\n\nThe gap of `abc(5,5)` is **1.2** points at 8 epochs." in md
+    assert "- first point continued\n- second" in md and "abc-lab train quant=fp" in md
+    assert md.index("## Findings") < md.index("## resnet20")  # right after the header
+    assert "<code>abc(5,5)</code>" in html and "<strong>1.2</strong>" in html
+    assert f"--notes {notes}" in md  # the regenerate command keeps the notes
+    with pytest.raises(ValueError, match="notes file"):
+        build_report([sweep], "n", out_root=tmp_path / "reports", notes=tmp_path / "missing.md")

@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.text import Text
 
 from . import figures, paper, patterns, tables
-from .document import Block, Bullets, Code, Heading, Image, Paragraph, Table
+from .document import Block, Bullets, Code, Heading, Image, Paragraph, Table, parse_notes
 from .html import render_html
 from .markdown import render_markdown
 from .matching import POPCOUNT_WIDTH, Group, Row, build_groups, has_accuracy, hydra_value, stat
@@ -183,9 +183,11 @@ def _titles(groups: Sequence[Group]) -> list[str]:
     return titles
 
 
-def _method_notes(name: str, paths: Sequence[Path]) -> list[Block]:
+def _method_notes(name: str, paths: Sequence[Path], notes: Path | None) -> list[Block]:
     setup = ", ".join(f for f in SETUP_FIELDS if f not in ("model", "data"))
     inputs = " ".join(shlex.quote(str(p)) for p in paths) or "<run or sweep dirs>"
+    if notes is not None:
+        inputs += f" --notes {shlex.quote(str(notes))}"
     return [
         Heading(2, "How to read this report"),
         Bullets(
@@ -218,7 +220,12 @@ def _method_notes(name: str, paths: Sequence[Path]) -> list[Block]:
 
 
 def compose_report(
-    loaded: LoadResult, name: str, out_dir: Path, paths: Sequence[Path] = ()
+    loaded: LoadResult,
+    name: str,
+    out_dir: Path,
+    paths: Sequence[Path] = (),
+    notes: Sequence[Block] = (),
+    notes_path: Path | None = None,
 ) -> tuple[list[Block], list[Group], list[Table]]:
     """Blocks of the whole report (writing its figures under ``out_dir``), groups and tables."""
     finished = loaded.with_status("finished")
@@ -244,6 +251,7 @@ def compose_report(
             "skipped."
         ),
     )
+    c.add(*notes)
     if not groups:
         c.add(
             Paragraph(
@@ -292,7 +300,7 @@ def compose_report(
             Heading(2, "Skipped files"),
             Table(["path", "reason"], [[str(p.path), p.reason] for p in problems]),
         )
-    c.add(*_method_notes(name, paths))
+    c.add(*_method_notes(name, paths, notes_path))
     return c.blocks, groups, c.main_tables
 
 
@@ -324,13 +332,21 @@ def build_report(
     name: str,
     out_root: Path = Path("reports"),
     console: Console | None = None,
+    notes: Path | None = None,
 ) -> Path:
     """Build ``<out_root>/<name>/`` from the run records under ``paths``; returns that dir.
 
     Writes ``report.md``, a self-contained ``report.html`` and ``figures/*.png``, and prints
-    the main tables on ``console``. Raises ValueError only for an invalid ``name``.
+    the main tables on ``console``. ``notes``: a Markdown file of the author's findings,
+    placed after the header. Raises ValueError for an invalid ``name`` or unreadable notes.
     """
     check_name(name)
+    note_blocks: list[Block] = []
+    if notes is not None:
+        try:
+            note_blocks = parse_notes(Path(notes).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as err:
+            raise ValueError(f"notes file {notes}: {err}") from err
     console = console or Console()
     paths = [Path(p) for p in paths]
     out_dir = Path(out_root) / name
@@ -339,7 +355,7 @@ def build_report(
     for old in fig_dir.glob("*.png"):  # figures of an earlier build of this report
         old.unlink()
     loaded = load_runs(paths)
-    blocks, groups, main_tables = compose_report(loaded, name, out_dir, paths)
+    blocks, groups, main_tables = compose_report(loaded, name, out_dir, paths, note_blocks, notes)
     (out_dir / "report.md").write_text(render_markdown(blocks), encoding="utf-8")
     html = render_html(blocks, f"abc-lab report: {name}", out_dir)
     (out_dir / "report.html").write_text(html, encoding="utf-8")

@@ -1,4 +1,4 @@
-"""`abc-lab report <run or sweep dirs…> [--name NAME] [--out DIR]`."""
+"""`abc-lab report <run or sweep dirs…> [--name NAME] [--out DIR] [--notes FILE]`."""
 
 from __future__ import annotations
 
@@ -17,13 +17,20 @@ def main(argv: list[str]) -> int:
     p.add_argument("paths", nargs="+", type=Path, help="run or sweep directories (searched)")
     p.add_argument("--name", help="report name (default: the last directory's name)")
     p.add_argument("--out", type=Path, default=Path("reports"), help="reports root folder")
+    p.add_argument(
+        "--notes",
+        type=Path,
+        help="Markdown file of findings written into the report after its header",
+    )
     args = p.parse_args(argv)
     from .build import build_report
 
     console = Console()
     name = args.name or args.paths[-1].resolve().name
     try:  # build_report prints the main table and where it wrote
-        out = build_report(list(args.paths), name, out_root=args.out, console=console)
+        out = build_report(
+            list(args.paths), name, out_root=args.out, console=console, notes=args.notes
+        )
     except ValueError as err:
         console.print(f"[bold red]error:[/] {err}")
         return 2

@@ -54,3 +54,41 @@ class Image:
 
 
 Block = Heading | Paragraph | Bullets | Code | Table | Image
+
+
+def parse_notes(text: str) -> list[Block]:
+    """Blocks from a small Markdown subset: ``#`` headings, ``- `` bullets, fenced code, and
+    paragraphs separated by blank lines (inline `code` and **bold** are kept as they are)."""
+    blocks: list[Block] = []
+    lines = text.splitlines()
+    i = 0
+    while i < len(lines):
+        line = lines[i].rstrip()
+        if not line.strip():
+            i += 1
+        elif line.startswith("```"):
+            end = next((j for j in range(i + 1, len(lines)) if lines[j].startswith("```")), None)
+            end = len(lines) if end is None else end
+            blocks.append(Code("\n".join(lines[i + 1 : end])))
+            i = end + 1
+        elif line.startswith("#"):
+            level = len(line) - len(line.lstrip("#"))
+            blocks.append(Heading(min(level, 6), line[level:].strip()))
+            i += 1
+        elif line.lstrip().startswith("- "):
+            items: list[str] = []
+            while i < len(lines) and lines[i].strip():
+                item = lines[i].strip()
+                if item.startswith("- "):
+                    items.append(item[2:].strip())
+                elif items:  # a continuation line of the item above
+                    items[-1] += " " + item
+                i += 1
+            blocks.append(Bullets(items))
+        else:
+            para: list[str] = []
+            while i < len(lines) and lines[i].strip() and not lines[i].startswith(("#", "```")):
+                para.append(lines[i].strip())
+                i += 1
+            blocks.append(Paragraph(" ".join(para)))
+    return blocks

@@ -64,9 +64,7 @@ def _steps(cells: dict[tuple[int, int], Row], axis: int) -> list[tuple[tuple, tu
     """Pairs (smaller, next larger) along M (axis 0) or N (axis 1), the other count fixed."""
     pairs = []
     for cell in sorted(cells):
-        larger = sorted(
-            c for c in cells if c[1 - axis] == cell[1 - axis] and c[axis] > cell[axis]
-        )
+        larger = sorted(c for c in cells if c[1 - axis] == cell[1 - axis] and c[axis] > cell[axis])
         if larger:
             pairs.append((cell, larger[0]))
     return pairs
