@@ -52,7 +52,10 @@ def test_each_variant_composes_into_its_quantizer_seed_and_start(compose_cfg, na
     # the study's fixed recipe is the same for every variant
     assert (cfg.trainer.max_epochs, cfg.trainer.precision) == (8, "bf16-mixed")
     assert (cfg.optim.name, cfg.optim.lr, cfg.schedule.name, cfg.data.augment) == (
-        "sgd", 0.1, "cosine", True
+        "sgd",
+        0.1,
+        "cosine",
+        True,
     )
 
 
