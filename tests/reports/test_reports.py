@@ -546,3 +546,21 @@ def test_notes_become_part_of_the_report(sweep: Path, tmp_path: Path) -> None:
     assert f"--notes {notes}" in md  # the regenerate command keeps the notes
     with pytest.raises(ValueError, match="notes file"):
         build_report([sweep], "n", out_root=tmp_path / "reports", notes=tmp_path / "missing.md")
+
+
+def test_kept_records_make_the_report_folder_self_contained(sweep: Path, tmp_path: Path) -> None:
+    console = Console(record=True, width=200, color_system=None)
+    root = tmp_path / "reports"
+    out = build_report([sweep], "k", out_root=root, console=console, keep_records=True)
+    copies = sorted((out / "records").glob("*/results.json"))
+    originals = sorted(sweep.rglob("results.json"))
+    assert len(copies) == len(originals) == 11  # run dirs named s0/s1/... get -2, -3 suffixes
+    assert sorted(p.read_bytes() for p in copies) == sorted(p.read_bytes() for p in originals)
+    md = (out / "report.md").read_text()
+    assert f"Regenerate: `abc-lab report {out / 'records'} --name k`" in md
+    # rebuilding from the kept copy (the input is the destination itself) keeps every record
+    again = build_report([out / "records"], "k", out_root=root, console=console, keep_records=True)
+    assert sorted(p.read_bytes() for p in (again / "records").glob("*/results.json")) == sorted(
+        p.read_bytes() for p in originals
+    )
+    assert (again / "report.md").read_text().split("\n", 3)[3] == md.split("\n", 3)[3]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import shutil
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -18,6 +19,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.text import Text
 
+from ..record_format import RECORD_NAME
 from . import figures, paper, patterns, tables
 from .document import Block, Bullets, Code, Heading, Image, Paragraph, Table, parse_notes
 from .html import render_html
@@ -25,6 +27,7 @@ from .markdown import render_markdown
 from .matching import POPCOUNT_WIDTH, Group, Row, build_groups, has_accuracy, hydra_value, stat
 from .records import SETUP_FIELDS, LoadResult, Problem, load_runs
 
+RECORDS_DIR = "records"
 FIGURES_DIR = "figures"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -327,18 +330,42 @@ def print_summary(
     console.print(Text(f"report written to {out_dir / 'report.html'} and report.md"))
 
 
+def copy_records(paths: Sequence[Path], dest: Path) -> Path:
+    """Copy every valid record under ``paths`` to ``dest/<run dir name>/results.json``
+    (replacing an earlier copy; names that repeat get a -2, -3 suffix); returns ``dest``."""
+    copies: dict[str, bytes] = {}  # read all first: ``dest`` may be among ``paths``
+    for run in sorted(load_runs(paths).runs, key=lambda r: str(r.path)):
+        base = Path(run.run_dir).name if run.run_dir else run.path.parent.name
+        name, n = base, 1
+        while name in copies:
+            n += 1
+            name = f"{base}-{n}"
+        copies[name] = run.path.read_bytes()
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    for name, data in copies.items():
+        (dest / name).mkdir()
+        (dest / name / RECORD_NAME).write_bytes(data)
+    return dest
+
+
 def build_report(
     paths: list[Path],
     name: str,
     out_root: Path = Path("reports"),
     console: Console | None = None,
     notes: Path | None = None,
+    keep_records: bool = False,
 ) -> Path:
     """Build ``<out_root>/<name>/`` from the run records under ``paths``; returns that dir.
 
     Writes ``report.md``, a self-contained ``report.html`` and ``figures/*.png``, and prints
     the main tables on ``console``. ``notes``: a Markdown file of the author's findings,
-    placed after the header. Raises ValueError for an invalid ``name`` or unreadable notes.
+    placed after the header. ``keep_records``: copy the valid records into
+    ``<out>/records/<run dir name>/results.json`` first and build from that copy, so the
+    report folder holds everything it was made from. Raises ValueError for an invalid
+    ``name`` or unreadable notes.
     """
     check_name(name)
     note_blocks: list[Block] = []
@@ -354,6 +381,8 @@ def build_report(
     fig_dir.mkdir(parents=True, exist_ok=True)
     for old in fig_dir.glob("*.png"):  # figures of an earlier build of this report
         old.unlink()
+    if keep_records:
+        paths = [copy_records(paths, out_dir / RECORDS_DIR)]
     loaded = load_runs(paths)
     blocks, groups, main_tables = compose_report(loaded, name, out_dir, paths, note_blocks, notes)
     (out_dir / "report.md").write_text(render_markdown(blocks), encoding="utf-8")

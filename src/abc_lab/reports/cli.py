@@ -1,4 +1,4 @@
-"""`abc-lab report <run or sweep dirs…> [--name NAME] [--out DIR] [--notes FILE]`."""
+"""`abc-lab report <run or sweep dirs…> [--name] [--out] [--notes FILE] [--keep-records]`."""
 
 from __future__ import annotations
 
@@ -22,6 +22,11 @@ def main(argv: list[str]) -> int:
         type=Path,
         help="Markdown file of findings written into the report after its header",
     )
+    p.add_argument(
+        "--keep-records",
+        action="store_true",
+        help="copy the records into <out>/<name>/records/ and build from the copy",
+    )
     args = p.parse_args(argv)
     from .build import build_report
 
@@ -29,7 +34,12 @@ def main(argv: list[str]) -> int:
     name = args.name or args.paths[-1].resolve().name
     try:  # build_report prints the main table and where it wrote
         out = build_report(
-            list(args.paths), name, out_root=args.out, console=console, notes=args.notes
+            list(args.paths),
+            name,
+            out_root=args.out,
+            console=console,
+            notes=args.notes,
+            keep_records=args.keep_records,
         )
     except ValueError as err:
         console.print(f"[bold red]error:[/] {err}")
