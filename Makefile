@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 FMNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: install data test lint demo bench clean
+.PHONY: install data test lint demo study bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,14 @@ test: install data
 
 demo: install data
 	$(VENV)/bin/abc-lab train
+
+# The Fashion-MNIST study (sweeps/fmnist_study.yaml, 12 trainings): resumable, so running
+# it again continues where it stopped; then the report in reports/fashion-mnist-resnet20/.
+STUDY := sweeps/fmnist_study.yaml
+study: install data
+	$(VENV)/bin/abc-lab sweep $(STUDY)
+	$(VENV)/bin/abc-lab report "$$($(VENV)/bin/abc-lab sweep $(STUDY) --where)/runs" \
+	  --name fashion-mnist-resnet20 --keep-records --notes reports/fashion-mnist-resnet20/findings.md
 
 bench: install
 	$(VENV)/bin/abc-lab bench

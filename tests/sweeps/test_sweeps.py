@@ -535,3 +535,21 @@ def test_offline_random_sweep_needs_a_count(tmp_path: Path, capsys: pytest.Captu
     )
     assert cli.main([str(spec), "--sweep-dir", str(tmp_path / "s")]) == 2
     assert "pass --count K" in capsys.readouterr().err
+
+
+def test_where_prints_the_sweep_dir_the_same_command_uses(
+    capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from abc_lab.sweeps.offline import default_sweep_dir
+
+    monkeypatch.chdir(tmp_path)
+    file = REPO / "sweeps" / "fmnist_study.yaml"
+    assert cli.main([str(file), "--where"]) == 0
+    plain = capsys.readouterr().out.strip()
+    assert plain == str(default_sweep_dir(load_spec(file)))
+    assert plain.startswith("multirun/sweeps/fmnist_study-")
+    assert cli.main([str(file), "--where", "trainer.max_epochs=2"]) == 0
+    assert capsys.readouterr().out.strip() not in ("", plain)  # other overrides, other dir
+    assert cli.main([str(file), "--where", "--sweep-dir", "x/y"]) == 0
+    assert capsys.readouterr().out.strip() == "x/y"
+    assert not (tmp_path / "multirun").exists()  # nothing was created

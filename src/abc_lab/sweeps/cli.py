@@ -22,6 +22,7 @@ EPILOG = """examples:
   abc-lab sweep sweeps/schedules.yaml --count 20 data=cifar10 quant.M=5
   abc-lab sweep sweeps/shifts.yaml --online --count 8 --project abc-lab
   abc-lab sweep sweeps/bases.yaml --check                # validate only
+  abc-lab report "$(abc-lab sweep sweeps/bases.yaml --where)"  # report on that sweep
 
 Offline, --count caps the runs the sweep holds in total: the same command run again
 continues the sweep in the same directory (multirun/sweeps/<name>-<hash> unless
@@ -65,6 +66,11 @@ def parser() -> argparse.ArgumentParser:
         help="show each run's output here (default: runs/<name>/sweep_run.log)",
     )
     p.add_argument("--check", action="store_true", help="validate the file and exit")
+    p.add_argument(
+        "--where",
+        action="store_true",
+        help="print the offline sweep directory (the file and overrides name it) and exit",
+    )
     return p
 
 
@@ -95,6 +101,9 @@ def main(argv: list[str]) -> int:
             )
         from .offline import OfflineSweep, default_sweep_dir
 
+        if args.where:
+            print(args.sweep_dir or default_sweep_dir(spec, spec.extra))
+            return 0
         if spec.method != "grid" and args.count is None and spec.run_cap is None:
             raise SpecError(
                 f"{spec.path}: {spec.method} search never runs out of proposals; "
