@@ -45,6 +45,7 @@ BASE_KEY = {
     "label_smoothing": 0.0,
     "seed": 0,
     "init_from": None,
+    "precision": "32-true",
 }
 LAYERS = ["layer1.0.conv1", "layer1.0.conv2", "layer2.0.conv1", "layer2.0.conv2", "layer3.0.conv1"]
 
@@ -246,6 +247,7 @@ def test_different_epochs_does_not_match_and_prints_the_command(tmp_path: Path) 
         ("augment", False),
         ("train_subset", 1000),
         ("label_smoothing", 0.1),
+        ("precision", "bf16-mixed"),
         ("model", "vgg_small"),
         ("data", "cifar10"),
     ],
@@ -273,6 +275,22 @@ def test_quantizer_fields_seed_and_init_may_differ(tmp_path: Path, field: str, v
     write_run(tmp_path, "abc", quant="abc", M=3, N=3, **{field: value})
     (group,) = build_groups(load_runs([tmp_path]).runs)
     assert group.baseline is not None and group.rows[0].gap is not None
+
+
+def test_precision_of_older_records_counts_as_float32(tmp_path: Path) -> None:
+    fp = write_run(tmp_path, "fp") / "results.json"
+    record = json.loads(fp.read_text())
+    del record["key"]["precision"]  # written before precision was a key field
+    fp.write_text(json.dumps(record))
+    write_run(tmp_path, "abc", quant="abc", M=3, N=3, precision="32-true")
+    write_run(tmp_path, "abc-bf16", quant="abc", M=3, N=3, seed=1, precision="bf16-mixed")
+    groups = build_groups(load_runs([tmp_path]).runs)
+    with_fp = next(g for g in groups if g.baseline is not None)
+    assert [r.seeds for r in with_fp.rows] == [[0]]
+    alone = next(g for g in groups if g.baseline is None)
+    assert "trainer.precision=bf16-mixed" in alone.commands[0]
+    assert "trainer.precision" not in baseline_command(record["key"])
+    assert "trainer.precision" not in baseline_command(BASE_KEY)
 
 
 def test_baseline_command_optional_overrides() -> None:

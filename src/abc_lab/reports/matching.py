@@ -48,9 +48,18 @@ def stat(values: Iterable[float | None]) -> Stat | None:
     return Stat(present) if present else None
 
 
+DEFAULT_PRECISION = "32-true"  # records written before `precision` was a key field
+
+
+def setup_value(key: Mapping[str, Any], name: str) -> Any:
+    """A setup field of a run key (precision defaults to float32 for older records)."""
+    value = key.get(name)
+    return DEFAULT_PRECISION if name == "precision" and value is None else value
+
+
 def setup_of(key: Mapping[str, Any]) -> tuple:
     """The part of a run key a binary run and its baseline must share."""
-    return tuple(key.get(name) for name in SETUP_FIELDS)
+    return tuple(setup_value(key, name) for name in SETUP_FIELDS)
 
 
 def variant_of(key: Mapping[str, Any]) -> tuple:
@@ -93,15 +102,17 @@ def baseline_command(key: Mapping[str, Any], seed: Any | None = None) -> str:
         parts.append(f"data.train_subset={v(key['train_subset'])}")
     if key.get("label_smoothing"):
         parts.append(f"module.label_smoothing={v(key['label_smoothing'])}")
+    if setup_value(key, "precision") != DEFAULT_PRECISION:
+        parts.append(f"trainer.precision={v(key['precision'])}")
     return " ".join(parts)
 
 
 def setup_differences(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
     """Setup fields where key ``a`` differs from key ``b``, as ``epochs 5 vs 10``."""
     return [
-        f"{name} {hydra_value(a.get(name))} vs {hydra_value(b.get(name))}"
+        f"{name} {hydra_value(setup_value(a, name))} vs {hydra_value(setup_value(b, name))}"
         for name in SETUP_FIELDS
-        if a.get(name) != b.get(name)
+        if setup_value(a, name) != setup_value(b, name)
     ]
 
 
@@ -204,7 +215,7 @@ class Group:
 
     @property
     def setup(self) -> dict[str, Any]:
-        return {name: self.key.get(name) for name in SETUP_FIELDS}
+        return {name: setup_value(self.key, name) for name in SETUP_FIELDS}
 
     @property
     def all_rows(self) -> list[Row]:

@@ -31,6 +31,7 @@ SETUP_FIELDS = (
     "augment",
     "train_subset",
     "label_smoothing",
+    "precision",
 )
 # Key fields that describe the quantizer (they may differ between a run and its baseline).
 QUANT_FIELDS = (
@@ -43,7 +44,7 @@ QUANT_FIELDS = (
     "act_shift_center",
     "act_shift_spread",
 )
-REQUIRED_KEY_FIELDS = (*SETUP_FIELDS, "quant", "seed")
+REQUIRED_KEY_FIELDS = (*(f for f in SETUP_FIELDS if f != "precision"), "quant", "seed")
 
 
 @dataclass(frozen=True)
