@@ -1,4 +1,4 @@
-"""The `abc-lab` command: train | sweep | report | bench | models.
+"""The `abc-lab` command: train | sweep | report | bench | init-check | models.
 
 `abc-lab train` hands its arguments to Hydra unchanged (overrides, -m, --help, --cfg);
 the other subcommands are small argparse front-ends over library functions.
@@ -18,6 +18,7 @@ commands:
   sweep    run a W&B sweep definition, online or offline (abc-lab sweep sweeps/bases.yaml)
   report   compare runs with their full-precision baselines (abc-lab report outputs/...)
   bench    time training steps of fp and ABC configurations side by side
+  init-check  top-1 of binary configurations at an fp run's weights (what init_from gives)
   models   list models and quantizers
 
 `abc-lab <command> --help` explains each."""
@@ -63,6 +64,48 @@ def _bench(argv: list[str]) -> int:
     return 0
 
 
+def _init_check(argv: list[str]) -> int:
+    """Validation top-1 of binary configurations at a full-precision run's weights, as loaded
+    and after recalibrating BatchNorm statistics (the start that init_from gives)."""
+    from rich.markup import escape
+    from rich.progress import Progress
+    from rich.table import Table
+
+    from .initcheck import BETA_INITS, init_check
+    from .training.errors import UserError
+
+    p = argparse.ArgumentParser(prog="abc-lab init-check", description=_init_check.__doc__)
+    p.add_argument("source", help="fp run directory (its best checkpoint) or a .ckpt in one")
+    p.add_argument(
+        "--quant", nargs="+", default=["xnor", "abc:3:0", "abc:1:1", "abc:3:3", "abc:5:5"],
+        help="fp, bnn, bwn, xnor or abc:M:N (default: %(default)s)",
+    )  # fmt: skip
+    p.add_argument("--beta-init", nargs="+", default=list(BETA_INITS), choices=list(BETA_INITS))
+    p.add_argument("--images", type=int, default=5000, help="validation images evaluated")
+    p.add_argument("--recal-batches", type=int, default=20, help="training batches for BN")
+    args = p.parse_args(argv)
+    console = Console(emoji=False)  # "abc:M:N" is no emoji code
+    try:
+        with Progress(console=console, transient=True) as prog:
+            task = prog.add_task("quantize + evaluate", total=None)
+            results = init_check(
+                args.source, args.quant, args.beta_init, args.images, args.recal_batches,
+                progress=lambda done, total: prog.update(task, completed=done, total=total),
+            )  # fmt: skip
+    except UserError as err:
+        console.print(f"[bold red]error:[/] {escape(str(err))}")
+        return 2
+    table = Table(title=f"top-1 % at the fp weights of {args.source} ({args.images} val images)")
+    for col in ("quantizer", "β init", "as loaded", f"BN recalibrated ({args.recal_batches} b.)"):
+        table.add_column(col, justify="left" if col in ("quantizer", "β init") else "right")
+    for r in results:
+        table.add_row(
+            r.label, r.beta_init, f"{100 * r.top1_loaded:.2f}", f"{100 * r.top1_recalibrated:.2f}"
+        )
+    console.print(table)
+    return 0
+
+
 def _models(argv: list[str]) -> int:
     from .models import list_models
     from .quant import list_quantizers
@@ -93,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
         return report_main(rest)
     if command == "bench":
         return _bench(rest)
+    if command == "init-check":
+        return _init_check(rest)
     if command == "models":
         return _models(rest)
     print(f"abc-lab: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)

@@ -1,5 +1,7 @@
 """The math of ABC-Net bases, scales and straight-through estimators."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -238,3 +240,30 @@ def test_sign_window_ste():
     assert y.tolist() == [-1, -1, -1, 1, 1, 1, 1]
     y.sum().backward()
     assert x.grad.tolist() == [0, 1, 1, 1, 1, 1, 0]
+
+
+def test_gaussian_beta_is_the_least_squares_fit_to_a_standard_normal():
+    from abc_lab.quant.functional import activation_shifts, gaussian_beta
+
+    torch.manual_seed(0)
+    x = torch.randn(2_000_000, dtype=torch.float64)
+    for n, spread in [(1, 1.0), (3, 1.0), (5, 1.0), (4, 0.6)]:
+        v = activation_shifts(n, 0.5, spread).double()
+        bases = torch.where(x[:, None] >= (0.5 - v)[None, :], 1.0, -1.0).double()  # sign(x - t)
+        empirical = torch.linalg.lstsq(bases, x[:, None]).solution.squeeze(1)
+        assert torch.allclose(gaussian_beta(v), empirical, atol=3e-3), (n, spread)
+    # one base at threshold 0: beta = E|x| = sqrt(2/pi)
+    assert gaussian_beta(torch.tensor([0.5])).item() == pytest.approx(math.sqrt(2 / math.pi))
+
+
+def test_beta_init_lsq_reaches_the_layers_and_bad_names_are_rejected():
+    from abc_lab.quant import QuantConfig
+    from abc_lab.quant.functional import gaussian_beta
+
+    kernel, act = QuantConfig(name="abc", M=2, N=3, beta_init="lsq").make()
+    assert torch.allclose(act.beta.detach(), gaussian_beta(act.v))
+    assert not torch.allclose(act.beta.detach(), torch.full((3,), 1 / 3))
+    _, default = QuantConfig(name="abc", M=2, N=3).make()
+    assert torch.equal(default.beta.detach(), torch.full((3,), 1 / 3))
+    with pytest.raises(ValueError, match="beta_init must be null"):
+        QuantConfig(name="abc", beta_init="gauss")

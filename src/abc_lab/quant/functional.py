@@ -15,6 +15,7 @@ through each activation base.
 from __future__ import annotations
 
 import logging
+import math
 import numbers
 import os
 import warnings
@@ -149,6 +150,21 @@ def weight_reconstruction_error(W: Tensor, M: int, scope: str = "layer") -> floa
 
 
 # ---------------------------------------------------------------- activations
+
+
+def gaussian_beta(v: Tensor) -> Tensor:
+    """β minimising E[(x − Σ_n β_n A_n(x))²] for x ~ N(0, 1), with A_n = sign(x − t_n) and
+    thresholds t_n = 0.5 − v_n: the least-squares fit of the activation bases to the
+    standardised input BatchNorm hands them at initialisation.
+
+    Closed form: E[A_i A_j] = 1 − 2|Φ(t_i) − Φ(t_j)| and E[x A_n] = 2φ(t_n); solved with the
+    pseudo-inverse in float64 (coinciding thresholds stay finite).
+    """
+    t = (0.5 - v.detach()).double()
+    cdf = 0.5 * (1.0 + torch.erf(t / math.sqrt(2.0)))
+    pdf = torch.exp(-0.5 * t * t) / math.sqrt(2.0 * math.pi)
+    gram = 1.0 - 2.0 * (cdf[:, None] - cdf[None, :]).abs()
+    return (torch.linalg.pinv(gram) @ (2.0 * pdf)).to(v.dtype)
 
 
 def activation_shifts(N: int, center: float = 0.5, spread: float = 1.0) -> Tensor:

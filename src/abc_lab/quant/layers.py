@@ -156,7 +156,7 @@ class ABCConv2d(QuantConv2d):
         trainable_shifts: bool = False,
         act_shift_center: float = 0.5,
         act_shift_spread: float = 1.0,
-        beta_init: float | None = None,
+        beta_init: float | str | None = None,
     ) -> None:
         kernel, inp = _abc_quantizers(
             M=M,
@@ -192,7 +192,7 @@ class ABCLinear(QuantLinear):
         trainable_shifts: bool = False,
         act_shift_center: float = 0.5,
         act_shift_spread: float = 1.0,
-        beta_init: float | None = None,
+        beta_init: float | str | None = None,
     ) -> None:
         kernel, inp = _abc_quantizers(
             M=M,

@@ -128,7 +128,8 @@ class ABCInput(InputQuantizer):
     """ABC-Net activations: N shifted binarisations with trainable shifts v and scales β.
 
     v starts spread evenly (``activation_shifts``) so the N bases differ; β starts at
-    ``beta_init`` (default 1/N, so the folded activation lies in [-1, 1] for any N).
+    ``beta_init``: None = 1/N (the folded activation lies in [-1, 1] for any N), a number,
+    or ``"lsq"`` (``gaussian_beta``: the least-squares fit to a standard-normal input).
     """
 
     alias = "abc"
@@ -138,14 +139,17 @@ class ABCInput(InputQuantizer):
         N: int = 3,
         shift_center: float = 0.5,
         shift_spread: float = 1.0,
-        beta_init: float | None = None,
+        beta_init: float | str | None = None,
     ) -> None:
         super().__init__()
         self.N = QF.check_count("N", N, 1)
         self.bits = self.N
         self.v = nn.Parameter(QF.activation_shifts(self.N, shift_center, shift_spread))
-        b = 1.0 / self.N if beta_init is None else float(beta_init)
-        self.beta = nn.Parameter(torch.full((self.N,), b))
+        if beta_init == "lsq":
+            beta = QF.gaussian_beta(self.v)
+        else:
+            beta = torch.full((self.N,), 1.0 / self.N if beta_init is None else float(beta_init))
+        self.beta = nn.Parameter(beta)
 
     def forward(self, x: Tensor) -> Tensor:
         return QF.abc_activation(x, self.v, self.beta)

@@ -61,7 +61,7 @@ class QuantConfig:
     trainable_shifts: bool = False
     act_shift_center: float = 0.5
     act_shift_spread: float = 1.0
-    beta_init: float | None = None
+    beta_init: float | str | None = None  # None: 1/N; a number; "lsq": fit to N(0, 1)
     keep_first: bool = True
     keep_last: bool = True
     keep_fp: list[str] = field(default_factory=lambda: ["*downsample*"])
@@ -83,6 +83,10 @@ class QuantConfig:
             raise ValueError(
                 f"act_shift_spread must be > 0 when N > 1 (else the N bases coincide), "
                 f"got {self.act_shift_spread}"
+            )
+        if isinstance(self.beta_init, str) and self.beta_init != "lsq":
+            raise ValueError(
+                f"beta_init must be null (1/N), a number or 'lsq', got {self.beta_init!r}"
             )
         self.keep_fp = list(self.keep_fp)
 

@@ -1,0 +1,127 @@
+"""How good is a binary network at its full-precision initialisation?
+
+``abc-lab init-check <fp run dir> --quant abc:3:3 abc:5:5 xnor --beta-init 1/N lsq``
+quantizes the fp run's best weights with each configuration (what ``init_from`` hands a
+binary run) and measures validation top-1 twice: as loaded, and after recalibrating the
+BatchNorm statistics on a few training batches (no weight changes). The data, model and
+split come from the run's own ``config.yaml``.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+from .quant import QuantConfig, quantize_model
+from .quant.functional import set_kernel
+from .training import checkpoints as ckpts
+from .training.errors import UserError
+
+BETA_INITS = {"1/N": None, "lsq": "lsq"}
+
+
+@dataclass
+class InitResult:
+    label: str
+    beta_init: str
+    top1_loaded: float
+    top1_recalibrated: float
+
+
+def parse_quant(spec: str) -> QuantConfig:
+    """``fp``, ``bnn``, ``bwn``, ``xnor``, ``abc:M:N`` (N=0: float activations)."""
+    name, *counts = spec.split(":")
+    try:
+        if name == "abc":
+            if len(counts) != 2:
+                raise ValueError("write abc:M:N, e.g. abc:3:3")
+            return QuantConfig(name="abc", M=int(counts[0]), N=int(counts[1]))
+        if counts:
+            raise ValueError(f"{name} takes no base counts")
+        return QuantConfig(name=name)
+    except ValueError as err:
+        raise UserError(f"--quant {spec!r}: {err}") from err
+
+
+def _run_dir(path: Path) -> Path:
+    path = Path(path)
+    run = path.parent.parent if path.is_file() else path  # <run>/checkpoints/x.ckpt
+    if not (run / "config.yaml").is_file():
+        raise UserError(f"'{path}' is neither a run directory nor a checkpoint inside one")
+    return run
+
+
+@torch.no_grad()
+def accuracy(model: torch.nn.Module, loader, images: int) -> float:
+    model.eval()
+    correct = seen = 0
+    for x, y in loader:
+        x, y = x[: images - seen], y[: images - seen]
+        correct += int((model(x).argmax(1) == y).sum())
+        seen += len(y)
+        if seen >= images:
+            break
+    return correct / max(seen, 1)
+
+
+@torch.no_grad()
+def recalibrate_bn(model: torch.nn.Module, loader, batches: int) -> None:
+    """Replace every BatchNorm's running statistics by their average over ``batches``."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.reset_running_stats()
+            module.momentum = None  # cumulative average
+    model.train()
+    for i, (x, _) in enumerate(loader):
+        if i >= batches:
+            break
+        model(x)
+
+
+def init_check(
+    source: Path,
+    quants: list[str],
+    beta_inits: list[str],
+    images: int = 5000,
+    recal_batches: int = 20,
+    progress=None,
+) -> list[InitResult]:
+    """Top-1 of each quantizer x β initialisation at the fp weights of ``source``."""
+    from hydra.utils import instantiate
+
+    for b in beta_inits:
+        if b not in BETA_INITS:
+            raise UserError(f"--beta-init {b!r}: choose from {', '.join(BETA_INITS)}")
+    run = _run_dir(source)
+    ckpt = ckpts.run_checkpoint(source, "source") if Path(source).is_dir() else str(source)
+    state = ckpts.model_state(ckpts.read_checkpoint(ckpt, "source"))
+    cfg = OmegaConf.to_container(OmegaConf.load(run / "config.yaml"), resolve=False)
+    data_cfg = {k: v for k, v in cfg["data"].items() if k != "name"}
+    datamodule = instantiate(data_cfg)
+    datamodule.setup("fit")
+    set_kernel("eager")
+    configs = [parse_quant(q) for q in quants]
+    results = []
+    jobs = [(q, b) for q in configs for b in (beta_inits if q.name == "abc" and q.N else ["—"])]
+    for i, (q, beta) in enumerate(jobs):
+        qc = replace(q, beta_init=BETA_INITS.get(beta))
+        model = instantiate(cfg["model"])
+        float_part = {k: v for k, v in state.items() if "quantizer." not in k}
+        ckpts.check_compatible(model, float_part, "source", ckpt)
+        ckpts.load_into(model, float_part)
+        model = quantize_model(model, qc)
+        loaded = accuracy(model, datamodule.val_dataloader(), images)
+        recal = copy.deepcopy(model)
+        recalibrate_bn(recal, datamodule.train_dataloader(), recal_batches)
+        results.append(
+            InitResult(
+                qc.label(), beta, loaded, accuracy(recal, datamodule.val_dataloader(), images)
+            )
+        )
+        if progress:
+            progress(i + 1, len(jobs))
+    return results
