@@ -582,3 +582,19 @@ def test_kept_records_make_the_report_folder_self_contained(sweep: Path, tmp_pat
         p.read_bytes() for p in originals
     )
     assert (again / "report.md").read_text().split("\n", 3)[3] == md.split("\n", 3)[3]
+
+
+def test_training_speed_table_uses_recorded_rates_and_median_epochs(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    write_run(root, "fp", throughput=2000.0)  # history: 15 s per epoch
+    slow = write_run(root, "xnor", quant="xnor", acc1=0.8, throughput=1500.0) / "results.json"
+    record = json.loads(slow.read_text())
+    # epochs of 20 s, one of them slowed to 200 s by other work: the median stays 20 s
+    record["history"] = [
+        {**h, "time_s": t}
+        for h, t in zip(record["history"], [20.0, 40.0, 240.0, 260.0], strict=True)
+    ]
+    slow.write_text(json.dumps(record))
+    _, md, _, _ = report([root], tmp_path)
+    assert "| fp (baseline) | 0 | 2000 | 1.00× | 15.0 s | 1.00× |" in md
+    assert "| xnor | 0 | 1500 | 0.75× | 20.0 s | 0.75× |" in md

@@ -138,6 +138,9 @@ class _Composer:
             checked = patterns.pattern_table(group.all_rows, main_family, xnor)
             if checked is not None:
                 self.add(Heading(3, "The paper's pattern, within seed noise"), checked)
+        cost = tables.cost_table(group)
+        if cost is not None:
+            self.add(Heading(3, "Training speed against fp"), cost)
         if families:
             self.add(Heading(3, "Top-1 over (M, N)"))
         for k, rows in enumerate(families.values()):

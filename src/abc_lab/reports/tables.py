@@ -5,6 +5,8 @@ Accuracies are stored as fractions and shown as percentages; gaps are in percent
 
 from __future__ import annotations
 
+import statistics
+
 from rich.table import Table as RichTable
 from rich.text import Text
 
@@ -120,6 +122,50 @@ def main_table(group: Group, title: str) -> Table:
     )
     rows = [_main_row(row, group) for row in group.all_rows]
     return Table(MAIN_HEADERS, rows, MAIN_ALIGN, title=title, caption=caption)
+
+
+def median_epoch_s(run: Run) -> float | None:
+    """Median wall time of one epoch (training + validation) from the run's history."""
+    times = [h.get("time_s") for h in run.history]
+    if len(times) < 2 or not all(isinstance(t, int | float) for t in times):
+        return None
+    return statistics.median(b - a for a, b in zip([0.0, *times[:-1]], times, strict=True))
+
+
+def _epoch_s(row: Row) -> float | None:
+    values = [v for v in (median_epoch_s(r) for r in row.runs) if v is not None]
+    return statistics.fmean(values) if values else None
+
+
+def cost_table(group: Group) -> Table | None:
+    """Training speed of every row against fp: recorded samples/s and the median epoch."""
+    base = group.baseline
+    base_epoch = _epoch_s(base) if base else None
+    body = []
+    for row in group.all_rows:
+        epoch = _epoch_s(row)
+        body.append(
+            [
+                f"{row.label} (baseline)" if row is base else row.label,
+                ", ".join(str(seed) for seed in row.seeds),
+                f"{row.throughput.mean:.0f}" if row.throughput else DASH,
+                fmt_ratio(row.rel_throughput),
+                fmt_time(epoch),
+                fmt_ratio(base_epoch / epoch if base_epoch and epoch else None),
+            ]
+        )
+    if all(r[2] == DASH and r[4] == DASH for r in body):
+        return None
+    return Table(
+        ["quantizer", "seeds", "train samples/s", "× fp", "median epoch", "× fp (epoch)"],
+        body,
+        ["left", "left", "right", "right", "right", "right"],
+        caption="Measured in the runs themselves, as ratios to the fp baseline of the same "
+        "setup. Samples/s: training steps over the whole run (mean over seeds). Median epoch: "
+        "the median wall time of one epoch (training + validation) in each run's history, "
+        "mean over seeds; a few epochs slowed by other work on the machine do not move it. "
+        "× fp (epoch) = fp's median epoch / this row's.",
+    )
 
 
 def _ours_by_label(group: Group) -> dict[str, list[Row]]:
