@@ -598,3 +598,13 @@ def test_training_speed_table_uses_recorded_rates_and_median_epochs(tmp_path: Pa
     _, md, _, _ = report([root], tmp_path)
     assert "| fp (baseline) | 0 | 2000 | 1.00× | 15.0 s | 1.00× |" in md
     assert "| xnor | 0 | 1500 | 0.75× | 20.0 s | 0.75× |" in md
+
+
+def test_activation_parameters_are_compared_with_their_start(sweep: Path, tmp_path: Path) -> None:
+    _, md, _, _ = report([sweep], tmp_path)
+    # factory, layers i = 0..4: v = (-0.5, 0, 0.5) + 0.02 i against v0 = (-0.5, 0.5, 1.5), so
+    # |v - v0| = 0.02 i, 0.5 - 0.02 i, 1 - 0.02 i (median 0.46, max 1); β = 0.4 + 0.1 i + 0.05 n
+    assert "| abc(3,3) | 0 | 0.460 | 1.000 | 0.333 | 0.400 – 0.900 |" in md
+    assert "| abc(3,3) | 2 | 0.460 | 1.000 | 0.333 | 0.400 – 0.900 |" in md  # every seed
+    # N = 1: v = -0.5 + 0.02 i against v0 = 0.5; β = 0.4 + 0.1 i
+    assert "| abc(1,1) | 0 | 0.960 | 1.000 | 1.000 | 0.400 – 0.800 |" in md

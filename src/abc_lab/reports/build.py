@@ -171,6 +171,9 @@ class _Composer:
                 f"learned beta and v per layer, {title}",
                 "Final β_n and v_n of each quantized layer, first seed of each configuration.",
             )
+            moved = tables.activation_params_table(with_params)
+            if moved is not None:
+                self.add(moved)
         self.add(Heading(3, "Next to the paper"), tables.paper_comparison(group))
 
 

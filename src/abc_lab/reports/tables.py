@@ -168,6 +168,60 @@ def cost_table(group: Group) -> Table | None:
     )
 
 
+def _initial_v(key) -> list[float] | None:
+    from ..quant.functional import activation_shifts  # the initialisation formula itself
+
+    n, center, spread = key.get("N"), key.get("act_shift_center"), key.get("act_shift_spread")
+    if not n or center is None or spread is None:
+        return None
+    return activation_shifts(int(n), float(center), float(spread)).tolist()
+
+
+def _beta0(run: Run, n: int) -> str:
+    """The β initialisation named in the run's config (None: 1/N)."""
+    init = ((run.record.get("config") or {}).get("quant") or {}).get("beta_init")
+    if init is None:
+        return f"{1 / n:.3f}"
+    return init if isinstance(init, str) else f"{float(init):.3f}"
+
+
+def activation_params_table(rows: list[Row]) -> Table | None:
+    """How far the learned activation shifts v and scales β moved from their start."""
+    body = []
+    for row in rows:
+        for run in row.runs:
+            v0 = _initial_v(run.key)
+            layers = list(run.quant_params.values())
+            if v0 is None or not layers:
+                continue
+            moved = [
+                abs(v - s) for layer in layers for v, s in zip(layer.get("v", []), v0, strict=False)
+            ]
+            betas = [b for layer in layers for b in layer.get("beta", [])]
+            if not moved or not betas:
+                continue
+            body.append(
+                [
+                    row.label,
+                    str(run.seed),
+                    f"{statistics.median(moved):.3f}",
+                    f"{max(moved):.3f}",
+                    _beta0(run, len(v0)),
+                    f"{min(betas):.3f} – {max(betas):.3f}",
+                ]
+            )
+    if not body:
+        return None
+    return Table(
+        ["quantizer", "seed", "median |v − v₀|", "max |v − v₀|", "β₀", "learned β (min – max)"],
+        body,
+        ["left", "left", "right", "right", "right", "right"],
+        caption="Final activation shifts v against their initial values v₀ (from the run's "
+        "act_shift_center and act_shift_spread) over every base of every quantized layer, "
+        "and the range of the final scales β.",
+    )
+
+
 def _ours_by_label(group: Group) -> dict[str, list[Row]]:
     out: dict[str, list[Row]] = {}
     for row in group.all_rows:
