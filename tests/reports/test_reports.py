@@ -552,7 +552,8 @@ def test_notes_become_part_of_the_report(sweep: Path, tmp_path: Path) -> None:
     notes = tmp_path / "findings.md"
     notes.write_text(
         "## Findings\n\nThe gap of `abc(5,5)` is **1.2** points\nat 8 epochs.\n\n"
-        "- first point\n  continued\n- second\n\n```\nabc-lab train quant=fp\n```\n"
+        "- first point\n  continued\n- second\n\n```\nabc-lab train quant=fp\n```\n\n"
+        "| goal | met |\n|---|---:|\n| fp | no |\n"
     )
     console = Console(record=True, width=200, color_system=None)
     out = build_report([sweep], "n", out_root=tmp_path / "reports", console=console, notes=notes)
@@ -560,6 +561,7 @@ def test_notes_become_part_of_the_report(sweep: Path, tmp_path: Path) -> None:
     assert "## Findings\n\nThe gap of `abc(5,5)` is **1.2** points at 8 epochs." in md
     assert "- first point continued\n- second" in md and "abc-lab train quant=fp" in md
     assert md.index("## Findings") < md.index("## resnet20")  # right after the header
+    assert "| goal | met |\n|---|---:|\n| fp | no |" in md and ">no</td>" in html
     assert "<code>abc(5,5)</code>" in html and "<strong>1.2</strong>" in html
     assert f"--notes {notes}" in md  # the regenerate command keeps the notes
     with pytest.raises(ValueError, match="notes file"):

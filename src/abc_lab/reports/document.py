@@ -57,8 +57,8 @@ Block = Heading | Paragraph | Bullets | Code | Table | Image
 
 
 def parse_notes(text: str) -> list[Block]:
-    """Blocks from a small Markdown subset: ``#`` headings, ``- `` bullets, fenced code, and
-    paragraphs separated by blank lines (inline `code` and **bold** are kept as they are)."""
+    """Blocks from a small Markdown subset: ``#`` headings, ``- `` bullets, fenced code,
+    ``|`` tables and paragraphs separated by blank lines (inline `code` and **bold** kept)."""
     blocks: list[Block] = []
     lines = text.splitlines()
     i = 0
@@ -71,6 +71,16 @@ def parse_notes(text: str) -> list[Block]:
             end = len(lines) if end is None else end
             blocks.append(Code("\n".join(lines[i + 1 : end])))
             i = end + 1
+        elif line.startswith("|"):
+            cells = []
+            while i < len(lines) and lines[i].strip().startswith("|"):
+                cells.append([c.strip() for c in lines[i].strip().strip("|").split("|")])
+                i += 1
+            rule = (
+                cells[1] if len(cells) > 1 and all(set(c) <= set(":-") for c in cells[1]) else None
+            )
+            align = ["right" if c.endswith(":") else "left" for c in rule] if rule else []
+            blocks.append(Table(cells[0], cells[2:] if rule else cells[1:], align))
         elif line.startswith("#"):
             level = len(line) - len(line.lstrip("#"))
             blocks.append(Heading(min(level, 6), line[level:].strip()))
