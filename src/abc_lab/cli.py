@@ -95,13 +95,18 @@ def _init_check(argv: list[str]) -> int:
     except UserError as err:
         console.print(f"[bold red]error:[/] {escape(str(err))}")
         return 2
-    table = Table(title=f"top-1 % at the fp weights of {args.source} ({args.images} val images)")
-    for col in ("quantizer", "β init", "as loaded", f"BN recalibrated ({args.recal_batches} b.)"):
+    table = Table(
+        title=f"top-1 % and loss at the fp weights of {args.source} ({args.images} val images)"
+    )
+    recal = f"BN recalibrated ({args.recal_batches} b.)"
+    cols = ("quantizer", "β init", "as loaded: top-1", "loss", f"{recal}: top-1", "loss")
+    for col in cols:
         table.add_column(col, justify="left" if col in ("quantizer", "β init") else "right")
     for r in results:
         table.add_row(
-            r.label, r.beta_init, f"{100 * r.top1_loaded:.2f}", f"{100 * r.top1_recalibrated:.2f}"
-        )
+            r.label, r.beta_init, f"{100 * r.top1_loaded:.2f}", f"{r.loss_loaded:.3f}",
+            f"{100 * r.top1_recalibrated:.2f}", f"{r.loss_recalibrated:.3f}",
+        )  # fmt: skip
     console.print(table)
     return 0
 

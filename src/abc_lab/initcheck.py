@@ -2,8 +2,10 @@
 
 ``abc-lab init-check <fp run dir> --quant abc:3:3 abc:5:5 xnor --beta-init 1/N lsq``
 quantizes the fp run's best weights with each configuration (what ``init_from`` hands a
-binary run) and measures validation top-1 twice: as loaded, and after recalibrating the
-BatchNorm statistics on a few training batches (no weight changes). The data, model and
+binary run) and measures validation top-1 and cross-entropy twice: as loaded, and after
+recalibrating the BatchNorm statistics on a few training batches (no weight changes). The
+loss shows what top-1 hides: a quantizer whose outputs leave the fp network's scale starts
+with a huge loss, and so with huge first gradients. The data, model and
 split come from the run's own ``config.yaml``.
 """
 
@@ -16,7 +18,7 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from .quant import QuantConfig, quantize_model
+from .quant import QuantConfig
 from .quant.functional import set_kernel
 from .training import checkpoints as ckpts
 from .training.errors import UserError
@@ -30,6 +32,8 @@ class InitResult:
     beta_init: str
     top1_loaded: float
     top1_recalibrated: float
+    loss_loaded: float
+    loss_recalibrated: float
 
 
 def parse_quant(spec: str) -> QuantConfig:
@@ -56,16 +60,25 @@ def _run_dir(path: Path) -> Path:
 
 
 @torch.no_grad()
-def accuracy(model: torch.nn.Module, loader, images: int) -> float:
+def evaluate(model: torch.nn.Module, loader, images: int) -> tuple[float, float]:
+    """Top-1 and mean cross-entropy over the first ``images`` samples of ``loader``."""
     model.eval()
     correct = seen = 0
+    loss = 0.0
     for x, y in loader:
         x, y = x[: images - seen], y[: images - seen]
-        correct += int((model(x).argmax(1) == y).sum())
+        logits = model(x).float()
+        correct += int((logits.argmax(1) == y).sum())
+        loss += float(torch.nn.functional.cross_entropy(logits, y, reduction="sum"))
         seen += len(y)
         if seen >= images:
             break
-    return correct / max(seen, 1)
+    return correct / max(seen, 1), loss / max(seen, 1)
+
+
+def accuracy(model: torch.nn.Module, loader, images: int) -> float:
+    """Top-1 over the first ``images`` samples of ``loader``."""
+    return evaluate(model, loader, images)[0]
 
 
 @torch.no_grad()
@@ -99,6 +112,8 @@ def init_check(
     run = _run_dir(source)
     ckpt = ckpts.run_checkpoint(source, "source") if Path(source).is_dir() else str(source)
     state = ckpts.model_state(ckpts.read_checkpoint(ckpt, "source"))
+    # the fp weights only: every configuration starts from them with fresh quantizers
+    float_state = {k: v for k, v in state.items() if "quantizer." not in k}
     cfg = OmegaConf.to_container(OmegaConf.load(run / "config.yaml"), resolve=False)
     data_cfg = {k: v for k, v in cfg["data"].items() if k != "name"}
     datamodule = instantiate(data_cfg)
@@ -110,17 +125,13 @@ def init_check(
     for i, (q, beta) in enumerate(jobs):
         qc = replace(q, beta_init=BETA_INITS.get(beta))
         model = instantiate(cfg["model"])
-        float_part = {k: v for k, v in state.items() if "quantizer." not in k}
-        ckpts.check_compatible(model, float_part, "source", ckpt)
-        ckpts.load_into(model, float_part)
-        model = quantize_model(model, qc)
-        loaded = accuracy(model, datamodule.val_dataloader(), images)
+        model = ckpts.quantize_from(model, float_state, qc, "source", ckpt)
+        loaded = evaluate(model, datamodule.val_dataloader(), images)
         recal = copy.deepcopy(model)
         recalibrate_bn(recal, datamodule.train_dataloader(), recal_batches)
+        recalibrated = evaluate(recal, datamodule.val_dataloader(), images)
         results.append(
-            InitResult(
-                qc.label(), beta, loaded, accuracy(recal, datamodule.val_dataloader(), images)
-            )
+            InitResult(qc.label(), beta, loaded[0], recalibrated[0], loaded[1], recalibrated[1])
         )
         if progress:
             progress(i + 1, len(jobs))

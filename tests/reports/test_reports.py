@@ -46,6 +46,7 @@ BASE_KEY = {
     "seed": 0,
     "init_from": None,
     "precision": "32-true",
+    "gradient_clip_val": None,
 }
 LAYERS = ["layer1.0.conv1", "layer1.0.conv2", "layer2.0.conv1", "layer2.0.conv2", "layer3.0.conv1"]
 
@@ -248,6 +249,7 @@ def test_different_epochs_does_not_match_and_prints_the_command(tmp_path: Path) 
         ("train_subset", 1000),
         ("label_smoothing", 0.1),
         ("precision", "bf16-mixed"),
+        ("gradient_clip_val", 1.0),
         ("model", "vgg_small"),
         ("data", "cifar10"),
     ],
@@ -610,3 +612,38 @@ def test_activation_parameters_are_compared_with_their_start(sweep: Path, tmp_pa
     assert "| abc(3,3) | 2 | 0.460 | 1.000 | 0.333 | 0.400 – 0.900 |" in md  # every seed
     # N = 1: v = -0.5 + 0.02 i against v0 = 0.5; β = 0.4 + 0.1 i
     assert "| abc(1,1) | 0 | 0.960 | 1.000 | 1.000 | 0.400 – 0.800 |" in md
+
+
+def test_gradient_clipping_is_part_of_the_setup(tmp_path: Path) -> None:
+    fp = write_run(tmp_path, "fp") / "results.json"
+    record = json.loads(fp.read_text())
+    del record["key"]["gradient_clip_val"]  # written before clipping was a key field
+    fp.write_text(json.dumps(record))
+    write_run(tmp_path, "bnn", quant="bnn")
+    write_run(tmp_path, "bnn-clip", quant="bnn", seed=1, gradient_clip_val=1.0)
+    groups = build_groups(load_runs([tmp_path]).runs)
+    with_fp = next(g for g in groups if g.baseline is not None)
+    assert [r.seeds for r in with_fp.rows] == [[0]]
+    alone = next(g for g in groups if g.baseline is None)
+    assert "trainer.gradient_clip_val=1.0" in alone.commands[0]
+    assert "gradient_clip_val" not in baseline_command(record["key"])
+
+
+def test_runs_at_chance_level_are_named(tmp_path: Path) -> None:
+    def with_classes(run_dir: Path, classes: int) -> None:
+        path = run_dir / "results.json"
+        record = json.loads(path.read_text())
+        record["config"]["model"]["num_classes"] = classes
+        record["history"][-1]["train_loss"] = 2.3026
+        path.write_text(json.dumps(record))
+
+    with_classes(write_run(tmp_path, "fp"), 10)
+    with_classes(write_run(tmp_path, "bnn", quant="bnn", acc1=0.1), 10)
+    with_classes(write_run(tmp_path, "xnor", quant="xnor", acc1=0.125), 10)  # 2.5 points above
+    write_run(tmp_path, "bwn", quant="bwn", acc1=0.1)  # no class count: no verdict
+    (group,) = build_groups(load_runs([tmp_path]).runs)
+    chance = [n for n in group.notes if "chance" in n]
+    assert chance == [
+        "bnn (seed 0): test top-1 10.00% is chance level for 10 classes: the run learned "
+        "nothing; its training loss ended at 2.303 (ln 10 = 2.303: uniform predictions)"
+    ]

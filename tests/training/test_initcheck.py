@@ -22,6 +22,7 @@ def test_init_check_quantizes_the_fp_weights_and_recalibrates_bn(compose_cfg, ca
     ]
     for r in results:
         assert 0 <= r.top1_loaded <= 1 and 0 <= r.top1_recalibrated <= 1
+        assert r.loss_loaded > 0 and r.loss_recalibrated > 0
     # fp "as loaded" is the run's own model: the same accuracy as evaluating it directly
     import torch
     from hydra.utils import instantiate
@@ -36,11 +37,18 @@ def test_init_check_quantizes_the_fp_weights_and_recalibrates_bn(compose_cfg, ca
     dm = instantiate({k: v for k, v in saved["data"].items() if k != "name"})
     dm.setup("fit")
     assert results[0].top1_loaded == accuracy(model, dm.val_dataloader(), 96)
+    # and the mean cross-entropy of those same 96 images, computed directly
+    xs, ys = zip(*[(x, y) for x, y in dm.val_dataloader()], strict=True)
+    x, y = torch.cat(xs)[:96], torch.cat(ys)[:96]
+    model.eval()
+    with torch.no_grad():
+        direct = float(torch.nn.functional.cross_entropy(model(x), y))
+    assert results[0].loss_loaded == pytest.approx(direct, rel=1e-4)
 
     assert main(["init-check", str(run_dir), "--quant", "abc:1:1", "--images", "32",
                  "--recal-batches", "1", "--beta-init", "lsq"]) == 0  # fmt: skip
     out = capsys.readouterr().out
-    assert "abc(1,1)" in out and "lsq" in out and "BN recalibrated" in out
+    assert "abc(1,1)" in out and "lsq" in out and "BN recalibrated" in out and "loss" in out
 
 
 @pytest.mark.parametrize(

@@ -52,7 +52,8 @@ DEFAULT_PRECISION = "32-true"  # records written before `precision` was a key fi
 
 
 def setup_value(key: Mapping[str, Any], name: str) -> Any:
-    """A setup field of a run key (precision defaults to float32 for older records)."""
+    """A setup field of a run key (precision defaults to float32 for older records, a
+    missing gradient_clip_val to null: no clipping)."""
     value = key.get(name)
     return DEFAULT_PRECISION if name == "precision" and value is None else value
 
@@ -104,6 +105,8 @@ def baseline_command(key: Mapping[str, Any], seed: Any | None = None) -> str:
         parts.append(f"module.label_smoothing={v(key['label_smoothing'])}")
     if setup_value(key, "precision") != DEFAULT_PRECISION:
         parts.append(f"trainer.precision={v(key['precision'])}")
+    if key.get("gradient_clip_val") is not None:
+        parts.append(f"trainer.gradient_clip_val={v(key['gradient_clip_val'])}")
     return " ".join(parts)
 
 
@@ -303,6 +306,7 @@ def build_groups(finished: Sequence[Run], others: Sequence[Run] = ()) -> list[Gr
         group = Group(key=runs[0].key, metric=metric, baseline=baseline, rows=rows)
         assign_labels(group.all_rows)
         group.notes += _duplicate_seed_notes(group.all_rows)
+        group.notes += _chance_notes(group.all_rows, metric)
         if baseline is not None:
             _compare(group)
         else:
@@ -310,6 +314,34 @@ def build_groups(finished: Sequence[Run], others: Sequence[Run] = ()) -> list[Gr
         groups.append(group)
     groups.sort(key=lambda g: (g.model, g.data, [str(v) for v in setup_of(g.key)]))
     return groups
+
+
+CHANCE_MARGIN = 0.02  # top-1 within 2 points of 1/classes counts as chance level
+
+
+def _chance_notes(rows: Sequence[Row], metric: str) -> list[str]:
+    """Runs whose top-1 is chance level learned nothing (diverged or collapsed): say so,
+    so that a number like 10% is never read as a weak but working configuration."""
+    notes = []
+    for row in rows:
+        for run in row.runs:
+            classes = ((run.record.get("config") or {}).get("model") or {}).get("num_classes")
+            top1 = run.metric(metric, "acc1")
+            if not isinstance(classes, int) or classes < 2 or top1 is None:
+                continue
+            if top1 <= 1.0 / classes + CHANCE_MARGIN:
+                losses = [h.get("train_loss") for h in run.history if h.get("train_loss")]
+                loss = (
+                    f"; its training loss ended at {losses[-1]:.3f} (ln {classes} = "
+                    f"{math.log(classes):.3f}: uniform predictions)"
+                    if losses
+                    else ""
+                )
+                notes.append(
+                    f"{row.label} (seed {run.seed}): {metric} top-1 {100 * top1:.2f}% is chance "
+                    f"level for {classes} classes: the run learned nothing{loss}"
+                )
+    return notes
 
 
 def _duplicate_seed_notes(rows: Sequence[Row]) -> list[str]:

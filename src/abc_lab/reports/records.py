@@ -32,6 +32,7 @@ SETUP_FIELDS = (
     "train_subset",
     "label_smoothing",
     "precision",
+    "gradient_clip_val",
 )
 # Key fields that describe the quantizer (they may differ between a run and its baseline).
 QUANT_FIELDS = (
@@ -44,7 +45,9 @@ QUANT_FIELDS = (
     "act_shift_center",
     "act_shift_spread",
 )
-REQUIRED_KEY_FIELDS = (*(f for f in SETUP_FIELDS if f != "precision"), "quant", "seed")
+# fields added to the key later may be absent from older records (defaults: setup_value)
+OPTIONAL_KEY_FIELDS = ("precision", "gradient_clip_val")
+REQUIRED_KEY_FIELDS = (*(f for f in SETUP_FIELDS if f not in OPTIONAL_KEY_FIELDS), "quant", "seed")
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..quant import QuantConfig, quantize_model
 from ..record_format import RECORD_NAME
 from .errors import UserError
 
@@ -100,3 +101,26 @@ def check_compatible(
 def load_into(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
     """Load the weights ``state`` has for ``model`` (quantizer parameters may be absent)."""
     model.load_state_dict({k: v for k, v in state.items() if k in model.state_dict()}, strict=False)
+
+
+def quantize_from(
+    model: nn.Module,
+    state: dict[str, torch.Tensor] | None,
+    quant: QuantConfig,
+    what: str,
+    path: str | Path,
+) -> nn.Module:
+    """Load ``state`` into the float ``model``, then quantize it with ``quant``.
+
+    The float weights are loaded before quantization (so quantizers initialise from them);
+    quantizer parameters in ``state`` (a binary run's checkpoint) are loaded after it.
+    """
+    if state is not None:
+        float_part = {k: v for k, v in state.items() if "quantizer." not in k}
+        check_compatible(model, float_part, what, path)
+        load_into(model, float_part)
+    model = quantize_model(model, quant)
+    if state is not None and any("quantizer." in k for k in state):
+        check_compatible(model, state, what, path)
+        load_into(model, state)
+    return model

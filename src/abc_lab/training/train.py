@@ -21,7 +21,7 @@ from omegaconf.errors import InterpolationResolutionError
 from rich.console import Console
 
 from ..data import DataError
-from ..quant import QuantConfig, quantize_model, summarize
+from ..quant import QuantConfig, summarize
 from ..quant.functional import set_kernel
 from . import checkpoints as ckpts
 from .callbacks import latest_checkpoint
@@ -56,6 +56,7 @@ def _root_message(err: BaseException) -> str:
 
 def record_key(cfg: DictConfig, q: QuantConfig) -> dict[str, Any]:
     """The flat description of a run that sweeps and reports match on (docs/run-record.md)."""
+    clip = cfg.trainer.get("gradient_clip_val")
     is_abc = q.name == "abc"
     has_act = is_abc and q.N > 0
     return {
@@ -81,6 +82,7 @@ def record_key(cfg: DictConfig, q: QuantConfig) -> dict[str, Any]:
         "label_smoothing": float(cfg.module.label_smoothing),
         "seed": int(cfg.seed),
         "precision": str(cfg.trainer.get("precision", "32-true")),
+        "gradient_clip_val": None if clip is None else float(clip),
         "init_from": str(Path(cfg.init_from).resolve()) if cfg.init_from else None,
     }
 
@@ -142,15 +144,9 @@ def build_model(cfg: DictConfig, checked: Checked) -> torch.nn.Module:
         model = build(cfg.model)
     except ValueError as err:
         raise UserError(_root_message(err)) from err
-    state = checked.init_state
-    if state is not None:
-        float_part = {k: v for k, v in state.items() if "quantizer." not in k}
-        ckpts.check_compatible(model, float_part, "init_from", cfg.init_from)
-        ckpts.load_into(model, float_part)
-    model = quantize_model(model, checked.quant)
-    if state is not None and any("quantizer." in k for k in state):
-        ckpts.check_compatible(model, state, "init_from", cfg.init_from)
-        ckpts.load_into(model, state)
+    model = ckpts.quantize_from(
+        model, checked.init_state, checked.quant, "init_from", cfg.init_from
+    )
     if checked.resume_state is not None:
         ckpts.check_compatible(model, checked.resume_state, "ckpt_path", checked.resume_path)
     return model
