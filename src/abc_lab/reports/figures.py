@@ -114,7 +114,7 @@ def val_curves(group: Group, title: str, path: Path) -> bool:
     rows = group.all_rows
     if not any(r.history for row in rows for r in row.runs):
         return False
-    fig = Figure(figsize=(8.5, 4.6), layout="constrained")
+    fig = Figure(figsize=(9.5, 4.6), layout="constrained")
     ax = fig.subplots()
     palette = colormaps["tab10" if len(rows) <= 10 else "tab20"]
     drawn = False
@@ -150,7 +150,8 @@ def val_curves(group: Group, title: str, path: Path) -> bool:
     ax.set_ylabel("validation top-1 %")
     ax.grid(alpha=0.3)
     ax.set_title(title, fontsize=11)
-    ax.legend(fontsize=8, loc="lower right", ncols=1 + len(rows) // 12)
+    # outside the axes: curves of every height (a run at chance included) stay visible
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), ncols=1 + len(rows) // 16)
     _save(fig, path)
     return True
 
