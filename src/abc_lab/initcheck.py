@@ -76,11 +76,6 @@ def evaluate(model: torch.nn.Module, loader, images: int) -> tuple[float, float]
     return correct / max(seen, 1), loss / max(seen, 1)
 
 
-def accuracy(model: torch.nn.Module, loader, images: int) -> float:
-    """Top-1 over the first ``images`` samples of ``loader``."""
-    return evaluate(model, loader, images)[0]
-
-
 @torch.no_grad()
 def recalibrate_bn(model: torch.nn.Module, loader, batches: int) -> None:
     """Replace every BatchNorm's running statistics by their average over ``batches``."""

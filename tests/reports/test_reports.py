@@ -279,20 +279,29 @@ def test_quantizer_fields_seed_and_init_may_differ(tmp_path: Path, field: str, v
     assert group.baseline is not None and group.rows[0].gap is not None
 
 
-def test_precision_of_older_records_counts_as_float32(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "field, default, value, override",
+    [
+        ("precision", "32-true", "bf16-mixed", "trainer.precision=bf16-mixed"),
+        ("gradient_clip_val", None, 1.0, "trainer.gradient_clip_val=1.0"),
+    ],
+)
+def test_setup_fields_older_records_lack_take_their_default(
+    tmp_path: Path, field: str, default: object, value: object, override: str
+) -> None:
     fp = write_run(tmp_path, "fp") / "results.json"
     record = json.loads(fp.read_text())
-    del record["key"]["precision"]  # written before precision was a key field
+    del record["key"][field]  # written before the field was part of the key
     fp.write_text(json.dumps(record))
-    write_run(tmp_path, "abc", quant="abc", M=3, N=3, precision="32-true")
-    write_run(tmp_path, "abc-bf16", quant="abc", M=3, N=3, seed=1, precision="bf16-mixed")
+    write_run(tmp_path, "abc", quant="abc", M=3, N=3, **{field: default})
+    write_run(tmp_path, "abc-other", quant="abc", M=3, N=3, seed=1, **{field: value})
     groups = build_groups(load_runs([tmp_path]).runs)
     with_fp = next(g for g in groups if g.baseline is not None)
     assert [r.seeds for r in with_fp.rows] == [[0]]
     alone = next(g for g in groups if g.baseline is None)
-    assert "trainer.precision=bf16-mixed" in alone.commands[0]
-    assert "trainer.precision" not in baseline_command(record["key"])
-    assert "trainer.precision" not in baseline_command(BASE_KEY)
+    assert override in alone.commands[0]
+    assert f"trainer.{field}" not in baseline_command(record["key"])
+    assert f"trainer.{field}" not in baseline_command(BASE_KEY)
 
 
 def test_baseline_command_optional_overrides() -> None:
@@ -612,21 +621,6 @@ def test_activation_parameters_are_compared_with_their_start(sweep: Path, tmp_pa
     assert "| abc(3,3) | 2 | 0.460 | 1.000 | 0.333 | 0.400 – 0.900 |" in md  # every seed
     # N = 1: v = -0.5 + 0.02 i against v0 = 0.5; β = 0.4 + 0.1 i
     assert "| abc(1,1) | 0 | 0.960 | 1.000 | 1.000 | 0.400 – 0.800 |" in md
-
-
-def test_gradient_clipping_is_part_of_the_setup(tmp_path: Path) -> None:
-    fp = write_run(tmp_path, "fp") / "results.json"
-    record = json.loads(fp.read_text())
-    del record["key"]["gradient_clip_val"]  # written before clipping was a key field
-    fp.write_text(json.dumps(record))
-    write_run(tmp_path, "bnn", quant="bnn")
-    write_run(tmp_path, "bnn-clip", quant="bnn", seed=1, gradient_clip_val=1.0)
-    groups = build_groups(load_runs([tmp_path]).runs)
-    with_fp = next(g for g in groups if g.baseline is not None)
-    assert [r.seeds for r in with_fp.rows] == [[0]]
-    alone = next(g for g in groups if g.baseline is None)
-    assert "trainer.gradient_clip_val=1.0" in alone.commands[0]
-    assert "gradient_clip_val" not in baseline_command(record["key"])
 
 
 def test_runs_at_chance_level_are_named(tmp_path: Path) -> None:

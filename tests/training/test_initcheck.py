@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from abc_lab.cli import main
-from abc_lab.initcheck import accuracy, init_check, parse_quant
+from abc_lab.initcheck import evaluate, init_check, parse_quant
 from abc_lab.training.errors import UserError
 from abc_lab.training.train import train
 
@@ -36,7 +36,7 @@ def test_init_check_quantizes_the_fp_weights_and_recalibrates_bn(compose_cfg, ca
     model.load_state_dict(state)
     dm = instantiate({k: v for k, v in saved["data"].items() if k != "name"})
     dm.setup("fit")
-    assert results[0].top1_loaded == accuracy(model, dm.val_dataloader(), 96)
+    assert results[0].top1_loaded == evaluate(model, dm.val_dataloader(), 96)[0]
     # and the mean cross-entropy of those same 96 images, computed directly
     xs, ys = zip(*[(x, y) for x, y in dm.val_dataloader()], strict=True)
     x, y = torch.cat(xs)[:96], torch.cat(ys)[:96]

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .records import QUANT_FIELDS, SETUP_FIELDS, Run
+from .records import KEY_DEFAULTS, QUANT_FIELDS, SETUP_FIELDS, Run
 
 FP = "fp"
 QUANT_ORDER = ("fp", "bnn", "bwn", "xnor", "abc")
@@ -48,14 +48,10 @@ def stat(values: Iterable[float | None]) -> Stat | None:
     return Stat(present) if present else None
 
 
-DEFAULT_PRECISION = "32-true"  # records written before `precision` was a key field
-
-
 def setup_value(key: Mapping[str, Any], name: str) -> Any:
-    """A setup field of a run key (precision defaults to float32 for older records, a
-    missing gradient_clip_val to null: no clipping)."""
+    """A setup field of a run key; fields older records lack take their KEY_DEFAULTS value."""
     value = key.get(name)
-    return DEFAULT_PRECISION if name == "precision" and value is None else value
+    return KEY_DEFAULTS.get(name) if value is None else value
 
 
 def setup_of(key: Mapping[str, Any]) -> tuple:
@@ -103,9 +99,9 @@ def baseline_command(key: Mapping[str, Any], seed: Any | None = None) -> str:
         parts.append(f"data.train_subset={v(key['train_subset'])}")
     if key.get("label_smoothing"):
         parts.append(f"module.label_smoothing={v(key['label_smoothing'])}")
-    if setup_value(key, "precision") != DEFAULT_PRECISION:
+    if setup_value(key, "precision") != KEY_DEFAULTS["precision"]:
         parts.append(f"trainer.precision={v(key['precision'])}")
-    if key.get("gradient_clip_val") is not None:
+    if setup_value(key, "gradient_clip_val") != KEY_DEFAULTS["gradient_clip_val"]:
         parts.append(f"trainer.gradient_clip_val={v(key['gradient_clip_val'])}")
     return " ".join(parts)
 

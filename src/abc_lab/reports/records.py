@@ -45,9 +45,9 @@ QUANT_FIELDS = (
     "act_shift_center",
     "act_shift_spread",
 )
-# fields added to the key later may be absent from older records (defaults: setup_value)
-OPTIONAL_KEY_FIELDS = ("precision", "gradient_clip_val")
-REQUIRED_KEY_FIELDS = (*(f for f in SETUP_FIELDS if f not in OPTIONAL_KEY_FIELDS), "quant", "seed")
+# Setup fields added to the key later: older records lack them and count as these values.
+KEY_DEFAULTS = {"precision": "32-true", "gradient_clip_val": None}
+REQUIRED_KEY_FIELDS = (*(f for f in SETUP_FIELDS if f not in KEY_DEFAULTS), "quant", "seed")
 
 
 @dataclass(frozen=True)
