@@ -23,9 +23,11 @@ data:
 
 lint: install
 	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/lint-imports
 
 test: install data
 	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
 
 demo: install data

@@ -71,8 +71,8 @@ def _init_check(argv: list[str]) -> int:
     from rich.progress import Progress
     from rich.table import Table
 
+    from .errors import UserError
     from .initcheck import BETA_INITS, init_check
-    from .training.errors import UserError
 
     p = argparse.ArgumentParser(prog="abc-lab init-check", description=_init_check.__doc__)
     p.add_argument("source", help="fp run directory (its best checkpoint) or a .ckpt in one")

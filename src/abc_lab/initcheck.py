@@ -18,10 +18,10 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
+from .errors import UserError
 from .quant import QuantConfig
 from .quant.functional import set_kernel
 from .training import checkpoints as ckpts
-from .training.errors import UserError
 
 BETA_INITS = {"1/N": None, "lsq": "lsq"}
 

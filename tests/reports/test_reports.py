@@ -17,8 +17,10 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from abc_lab.reports import baseline_command, build_groups, build_report, load_runs, paper
-from abc_lab.reports.records import SETUP_FIELDS
+from abc_lab.reports import build_groups, build_report, paper
+from abc_lab.runs import Run, load_runs
+from abc_lab.runs.baseline import baseline_command
+from abc_lab.runs.legacy import V1_FIELDS, upgrade
 
 # --------------------------------------------------------------------------- record factory
 
@@ -219,9 +221,10 @@ def test_different_epochs_does_not_match_and_prints_the_command(tmp_path: Path) 
     write_run(tmp_path, "fp", epochs=4, acc1=0.92)
     write_run(tmp_path, "abc", quant="abc", M=3, N=3, epochs=8, seed=3, acc1=0.90)
     expected = (
-        "abc-lab train model=resnet20 data=fashion_mnist quant=fp trainer.max_epochs=8 "
+        "abc-lab train model=resnet20 data=fashion_mnist trainer.max_epochs=8 "
         "optim=sgd optim.lr=0.1 optim.weight_decay=0.0005 schedule=cosine "
-        "schedule.warmup_epochs=0 data.batch_size=128 data.augment=true seed=3"
+        "schedule.warmup_epochs=0 data.batch_size=128 data.augment=true "
+        "module.label_smoothing=0.0 quant=fp seed=3"
     )
     groups = build_groups(load_runs([tmp_path]).runs)
     abc_group = next(g for g in groups if g.rows)
@@ -300,19 +303,34 @@ def test_setup_fields_older_records_lack_take_their_default(
     assert [r.seeds for r in with_fp.rows] == [[0]]
     alone = next(g for g in groups if g.baseline is None)
     assert override in alone.commands[0]
-    assert f"trainer.{field}" not in baseline_command(record["key"])
-    assert f"trainer.{field}" not in baseline_command(BASE_KEY)
+    assert f"trainer.{field}" not in baseline_command(_run(record["key"]))
+    assert f"trainer.{field}" not in baseline_command(_run(BASE_KEY))
 
 
-def test_baseline_command_optional_overrides() -> None:
+def _run(key: dict) -> Run:
+    """A v1 record with flat ``key`` as the reader presents it."""
+    record = {"schema": "abc-lab/run-record", "version": 1, "status": "finished", "key": key}
+    return Run(Path("results.json"), upgrade(record))
+
+
+def test_baseline_command_of_an_older_record_names_its_setup() -> None:
     key = {**BASE_KEY, "train_subset": 1000, "label_smoothing": 0.1, "augment": False}
-    command = baseline_command(key)
-    assert command.endswith(
-        "data.augment=false seed=0 data.train_subset=1000 module.label_smoothing=0.1"
-    )
-    assert "train_subset" not in baseline_command(BASE_KEY)
-    assert "label_smoothing" not in baseline_command(BASE_KEY)
-    assert set(SETUP_FIELDS) <= set(BASE_KEY)
+    command = baseline_command(_run({**key, "quant": "abc", "M": 3, "N": 3}))
+    assert command.startswith("abc-lab train model=resnet20 data=fashion_mnist ")
+    for part in (
+        "data.augment=false",
+        "data.train_subset=1000",
+        "module.label_smoothing=0.1",
+        "trainer.max_epochs=4",
+        "optim=sgd",
+        "optim.lr=0.1",
+        "schedule=cosine",
+    ):
+        assert f" {part} " in f" {command} "
+    assert command.endswith(" quant=fp seed=0")
+    assert "quant.M" not in command and "init_from" not in command
+    assert "train_subset" not in baseline_command(_run(BASE_KEY))
+    assert set(V1_FIELDS) <= set(BASE_KEY)
 
 
 def test_rows_sharing_a_label_are_told_apart(tmp_path: Path) -> None:
@@ -370,7 +388,7 @@ def test_corrupt_and_foreign_files_are_reported_and_skipped(tmp_path: Path) -> N
         "corrupt": '{"schema": "abc-lab/run-record", "status": ',
         "foreign": json.dumps({"accuracy": 0.9}),
         "list": json.dumps([1, 2, 3]),
-        "newer": json.dumps({**make_record(runs, "fp"), "version": 2}),
+        "newer": json.dumps({**make_record(runs, "fp"), "version": 3}),
         "nokey": json.dumps({**make_record(runs, "fp"), "key": {"model": "resnet20"}}),
         "badsummary": json.dumps({**make_record(runs, "fp"), "summary": {"macs": "many"}}),
     }
@@ -385,7 +403,7 @@ def test_corrupt_and_foreign_files_are_reported_and_skipped(tmp_path: Path) -> N
     }
     assert reasons["corrupt"].startswith("corrupt JSON")
     assert reasons["foreign"].startswith("foreign file") and reasons["list"].startswith("foreign")
-    assert "version 2" in reasons["newer"] and "key lacks" in reasons["nokey"]
+    assert "version 3" in reasons["newer"] and "key lacks" in reasons["nokey"]
     assert "summary.macs is not a number" in reasons["badsummary"]
     assert reasons["missing"] == "path does not exist"
     _, md, html, console = report([runs, tmp_path / "missing"], tmp_path)

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from abc_lab.sweeps import cli
-from abc_lab.sweeps.records import metric_history, read_record
+from abc_lab.sweeps.metrics import metric_history, read_record
 from abc_lab.sweeps.spec import SpecError, load_spec
 
 REPO = Path(__file__).resolve().parents[2]

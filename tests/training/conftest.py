@@ -13,7 +13,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 
-from abc_lab.training.entry import config_dir
+from abc_lab.configs import config_dir
 from abc_lab.training.resolvers import register_resolvers
 
 # a few batches of a small subset: the parts are real, the run is short

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from abc_lab.cli import main
+from abc_lab.errors import UserError
 from abc_lab.initcheck import evaluate, init_check, parse_quant
-from abc_lab.training.errors import UserError
 from abc_lab.training.train import train
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import time
@@ -11,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from abc_lab.errors import UserError
 from abc_lab.quant import QuantConv2d
-from abc_lab.training.errors import UserError
 from abc_lab.training.train import build_model, preflight, train
 
 from .conftest import ABC_LAB, SHRINK_CLI, cli_env, run_cli
@@ -144,6 +145,20 @@ def test_console_script_trains_and_reports(tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     res = run_cli("train", *SHRINK_CLI, "hydra.run.dir=outputs/abc", "quant.M=2", cwd=tmp_path)
     assert "gap" in res.stdout and "full precision (same setup, 1 run)" in res.stdout
+    # the sign is the report's: binary minus fp, negative when the binary run is worse
+    acc = {
+        name: json.loads((tmp_path / "outputs" / name / "results.json").read_text())["metrics"][
+            "test"
+        ]["acc1"]
+        for name in ("fp", "abc")
+    }
+    printed = float(re.search(r"gap ([+-][0-9.]+) points", res.stdout).group(1))
+    assert printed == pytest.approx(100 * (acc["abc"] - acc["fp"]), abs=0.006)
+    # the record's key is the one runs derives from the resolved config
+    record = json.loads((tmp_path / "outputs" / "abc" / "results.json").read_text())
+    assert record["version"] == 2 and record["key"]["quant.M"] == 2
+    assert record["quant"]["label"] == "abc(2,3)" and record["overrides"][-1] == "quant.M=2"
+    assert set(record["quant_params_init"]) == set(record["quant_params"])
 
 
 def test_console_script_bad_input_one_line_and_no_run_dir(tmp_path):

@@ -9,9 +9,9 @@ import pytest
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf, open_dict, read_write
 
+from abc_lab.errors import UserError
 from abc_lab.sweeps.spec import load_spec
 from abc_lab.training.checkpoints import run_checkpoint
-from abc_lab.training.errors import UserError
 from abc_lab.training.train import train
 
 REPO = Path(__file__).resolve().parents[2]

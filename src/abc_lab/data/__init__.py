@@ -1,4 +1,4 @@
-"""LightningDataModules for the datasets abc-lab trains on."""
+"""Data modules (setup + train/val/test loaders) for the datasets abc-lab trains on."""
 
 from abc_lab.data.base import ClassificationDataModule, DataError
 from abc_lab.data.cifar10 import CIFAR10DataModule

@@ -11,7 +11,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
-import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
@@ -80,8 +79,11 @@ class TransformedDataset(Dataset):
         return self.transform(image), label
 
 
-class ClassificationDataModule(pl.LightningDataModule):
+class ClassificationDataModule:
     """Image classification data: train / validation (held out of train) / test loaders.
+
+    A plain class with the data-module protocol (``setup``, ``*_dataloader``); training
+    hands it to Lightning through an adapter, so the data layer needs no training framework.
 
     Args:
         data_dir: where the data lives; ``None`` lets the subclass use its default place.

@@ -17,6 +17,7 @@ from .functional import (
     weight_shifts,
 )
 from .layers import ABCConv2d, ABCLinear, QuantConv2d, QuantLinear
+from .model_summary import ModelSummary, summarize
 from .quantizers import (
     ABCInput,
     ABCWeight,
@@ -27,7 +28,6 @@ from .quantizers import (
     WeightQuantizer,
 )
 from .registry import QuantConfig, list_quantizers, register_quantizer
-from .summary import ModelSummary, summarize
 
 __all__ = [
     "ABCConv2d",

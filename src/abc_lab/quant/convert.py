@@ -56,7 +56,7 @@ def quantize_model(model: nn.Module, config: QuantConfig | Mapping | str) -> nn.
     """
     cfg = as_quant_config(config)
     layers = quantizable_layers(model)
-    if cfg.name == "fp" or not layers:
+    if cfg.make() == (None, None) or not layers:  # nothing to quantize (fp)
         return model
     first, last = layers[0][0], layers[-1][0]
     for name, layer in layers:

@@ -22,14 +22,43 @@ from .quantizers import (
 )
 
 Recipe = Callable[["QuantConfig"], tuple[WeightQuantizer | None, InputQuantizer | None]]
-_REGISTRY: dict[str, Recipe] = {}
+# The QuantConfig fields every quantizer that swaps layers reads: which layers stay float.
+LAYER_FIELDS = ("keep_first", "keep_last", "keep_fp")
 
 
-def register_quantizer(name: str) -> Callable[[Recipe], Recipe]:
-    """Register a recipe ``cfg -> (kernel_quantizer, input_quantizer)`` under ``name``."""
+@dataclass(frozen=True)
+class QuantizerSpec:
+    """A registered quantizer: its recipe and what identifies its runs.
+
+    fields: the QuantConfig fields it reads (given the config), which are part of its runs'
+    key; label: the short label reports print; family: quantizers of one family are shown
+    together (ABC's multi-base runs share heat maps over M and N)."""
+
+    recipe: Recipe
+    fields: Callable[[QuantConfig], tuple[str, ...]]
+    label: Callable[[QuantConfig], str]
+    family: str
+
+
+_REGISTRY: dict[str, QuantizerSpec] = {}
+
+
+def register_quantizer(
+    name: str,
+    fields: tuple[str, ...] | Callable[[QuantConfig], tuple[str, ...]] = LAYER_FIELDS,
+    label: Callable[[QuantConfig], str] | None = None,
+    family: str | None = None,
+) -> Callable[[Recipe], Recipe]:
+    """Register a recipe ``cfg -> (kernel_quantizer, input_quantizer)`` under ``name``, with
+    the config fields it reads, its label and its family (default: its own name)."""
 
     def deco(fn: Recipe) -> Recipe:
-        _REGISTRY[name] = fn
+        _REGISTRY[name] = QuantizerSpec(
+            recipe=fn,
+            fields=fields if callable(fields) else (lambda cfg, f=tuple(fields): f),
+            label=label or (lambda cfg: name),
+            family=family or name,
+        )
         return fn
 
     return deco
@@ -92,22 +121,37 @@ class QuantConfig:
 
     def make(self) -> tuple[WeightQuantizer | None, InputQuantizer | None]:
         """Fresh (kernel_quantizer, input_quantizer) for one layer."""
-        return _REGISTRY[self.name](self)
+        return _REGISTRY[self.name].recipe(self)
 
     def is_kept_fp(self, module_name: str) -> bool:
         return any(fnmatch.fnmatch(module_name, p) for p in self.keep_fp)
 
     def label(self) -> str:
         """Short human label: 'fp', 'xnor', 'abc(3,3)', 'abc(3,w)' for weight-only."""
-        if self.name != "abc":
-            return self.name
-        return f"abc({self.M},{self.N if self.N else 'w'})"
+        return _REGISTRY[self.name].label(self)
+
+    def used_fields(self) -> tuple[str, ...]:
+        """The fields of this config the quantizer reads (the others cannot change a run)."""
+        return tuple(_REGISTRY[self.name].fields(self))
+
+    def identity(self) -> dict:
+        """What run records say of the quantizer: name, label, family, how many binary weight
+        and activation bases each layer has (0: float), and the config fields it reads."""
+        kernel, inputs = self.make()
+        return {
+            "name": self.name,
+            "label": self.label(),
+            "family": _REGISTRY[self.name].family,
+            "weight_bases": 0 if kernel is None else int(getattr(kernel, "bits", 1)),
+            "activation_bases": 0 if inputs is None else int(getattr(inputs, "bits", 1)),
+            "fields": list(self.used_fields()),
+        }
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-@register_quantizer("fp")
+@register_quantizer("fp", fields=())
 def _fp(cfg: QuantConfig):
     return None, None
 
@@ -127,7 +171,18 @@ def _xnor(cfg: QuantConfig):
     return ScaledSignWeight(), SignInput()
 
 
-@register_quantizer("abc")
+def _abc_fields(cfg: QuantConfig) -> tuple[str, ...]:
+    weights = ("M", "shifts", "alpha_scope", "trainable_shifts")
+    acts = ("N", "act_shift_center", "act_shift_spread", "beta_init") if cfg.N else ("N",)
+    return (*LAYER_FIELDS, *weights, *acts)
+
+
+@register_quantizer(
+    "abc",
+    fields=_abc_fields,
+    label=lambda cfg: f"abc({cfg.M},{cfg.N if cfg.N else 'w'})",
+    family="multi-base",
+)
 def _abc(cfg: QuantConfig):
     kernel = ABCWeight(cfg.M, cfg.shifts, cfg.alpha_scope, cfg.trainable_shifts)
     if cfg.N == 0:

@@ -19,13 +19,13 @@ from pathlib import Path
 from rich.console import Console
 from rich.text import Text
 
-from ..record_format import RECORD_NAME
+from ..runs import RECORD_NAME, LoadResult, Problem, load_runs
+from ..runs.key import QUANTIZER_FIELDS, SEED_FIELDS, override_value, without
 from . import figures, paper, patterns, tables
 from .document import Block, Bullets, Code, Heading, Image, Paragraph, Table, parse_notes
+from .grouping import POPCOUNT_WIDTH, Group, Row, build_groups, has_accuracy, init_text, stat
 from .html import render_html
 from .markdown import render_markdown
-from .matching import POPCOUNT_WIDTH, Group, Row, build_groups, has_accuracy, hydra_value, stat
-from .records import SETUP_FIELDS, LoadResult, Problem, load_runs
 
 RECORDS_DIR = "records"
 FIGURES_DIR = "figures"
@@ -47,23 +47,23 @@ def _slug(*parts: object) -> str:
 
 
 def _setup_text(group: Group) -> str:
+    """The group's setup: its key less model, data, the quantizer's fields and the seed."""
+    first = group.first
+    assert first is not None
+    skip = (*QUANTIZER_FIELDS, *SEED_FIELDS, "model.name", "data.name")
     return " ".join(
-        f"{name}={hydra_value(value)}"
-        for name, value in group.setup.items()
-        if name not in ("model", "data")
+        f"{name}={override_value(value)}" for name, value in without(first.key, skip).items()
     )
 
 
-def _family(row: Row) -> tuple:
+_BASES = ("quant.M", "quant.N", "quant.shifts")
+_ACT = ("quant.act_shift_center", "quant.act_shift_spread", "quant.beta_init")
+
+
+def _family(row: Row, with_act: bool = True) -> tuple:
     """ABC rows that differ only in (M, N) share a heat map."""
-    key = row.key
-    return (
-        key.get("alpha_scope"),
-        key.get("trainable_shifts"),
-        key.get("act_shift_center"),
-        key.get("act_shift_spread"),
-        row.initialised,
-    )
+    skip = (*_BASES, *SEED_FIELDS, "init_from", *(() if with_act else _ACT))
+    return (tuple(sorted((k, repr(v)) for k, v in without(row.key, skip).items())), init_text(row))
 
 
 def _families(rows: Sequence[Row]) -> dict[tuple, list[Row]]:
@@ -75,9 +75,9 @@ def _families(rows: Sequence[Row]) -> dict[tuple, list[Row]]:
             families.setdefault(_family(row), []).append(row)
     for row in rows:
         if not row.N:
-            own = _family(row)
-            same = [f for f in families if (f[0], f[1], f[4]) == (own[0], own[1], own[4])]
-            families.setdefault(same[0] if same else own, []).append(row)
+            own = _family(row, with_act=False)
+            same = [f for f, members in families.items() if _family(members[0], False) == own]
+            families.setdefault(same[0] if same else _family(row), []).append(row)
     return families
 
 
@@ -130,11 +130,11 @@ class _Composer:
         self.main_tables.append(table)  # titled for the console; the page has the heading
         self.add(replace(table, title=""))
 
-        abc_rows = [r for r in group.rows if r.quant == "abc"]
+        abc_rows = [r for r in group.rows if r.multi_base]
         families = _families(abc_rows)
         if families:
             main_family = max(families.values(), key=len)
-            xnor = next((r for r in group.rows if r.quant == "xnor"), None)
+            xnor = next((r for r in group.rows if r.quant == paper.XNOR), None)
             checked = patterns.pattern_table(group.all_rows, main_family, xnor)
             if checked is not None:
                 self.add(Heading(3, "The paper's pattern, within seed noise"), checked)
@@ -193,7 +193,6 @@ def _titles(groups: Sequence[Group]) -> list[str]:
 
 
 def _method_notes(name: str, paths: Sequence[Path], notes: Path | None) -> list[Block]:
-    setup = ", ".join(f for f in SETUP_FIELDS if f not in ("model", "data"))
     inputs = " ".join(shlex.quote(str(p)) for p in paths) or "<run or sweep dirs>"
     if notes is not None:
         inputs += f" --notes {shlex.quote(str(notes))}"
@@ -202,8 +201,9 @@ def _method_notes(name: str, paths: Sequence[Path], notes: Path | None) -> list[
         Bullets(
             [
                 "Baseline: each binary run is compared with the finished full-precision runs "
-                f"(`quant=fp`) of the same model, data and training setup ({setup}); seeds, the "
-                "quantizer fields and `init_from` may differ. Without such a run the gap is left "
+                "(`quant=fp`) of the same model, data and training setup (every config field that "
+                "can change a result: docs/run-record.md); seeds, the quantizer's own fields "
+                "and `init_from` may differ. Without such a run the gap is left "
                 "empty and the command that produces the baseline is printed.",
                 "Seeds: runs that differ only by seed form one row; accuracies are mean ± sample "
                 "standard deviation (n−1) over seeds, a single seed shows no ±. Gap = mean top-1 "
@@ -285,8 +285,8 @@ def compose_report(
             Paragraph("These runs have not finished; rebuild the report when they have."),
             Bullets(
                 [
-                    f"{r.label} seed {r.seed} ({r.key.get('model')} · {r.key.get('data')}), "
-                    f"{r.record.get('epochs_done', 0)}/{r.key.get('epochs')} epochs: {r.path}"
+                    f"{r.label} seed {r.seed} ({r.model} · {r.data}), "
+                    f"{r.record.get('epochs_done', 0)}/{r.epochs} epochs: {r.path}"
                     for r in running
                 ]
             ),
@@ -297,8 +297,8 @@ def compose_report(
             Paragraph("Early-terminated by a sweep; their accuracy is not comparable."),
             Bullets(
                 [
-                    f"{r.label} seed {r.seed} ({r.key.get('model')} · {r.key.get('data')}), "
-                    f"{r.record.get('epochs_done', 0)}/{r.key.get('epochs')} epochs, last val "
+                    f"{r.label} seed {r.seed} ({r.model} · {r.data}), "
+                    f"{r.record.get('epochs_done', 0)}/{r.epochs} epochs, last val "
                     f"top-1 {tables.fmt_pct(stat([r.metric('val', 'acc1')]))} %: {r.path}"
                     for r in stopped
                 ]

@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from . import paper
-from .matching import Group, Row
+from .grouping import Group, Row
 
 DPI = 110
 _LINESTYLES = ("-", "--", ":", "-.")
@@ -83,7 +83,7 @@ def _grid_panel(
 
 def heatmap(rows: Sequence[Row], baseline: Row | None, title: str, path: Path) -> bool:
     """Top-1 and gap to fp over (M, N) for ABC rows, next to the paper's gaps."""
-    cells = [r for r in rows if r.quant == "abc" and r.M is not None and r.N is not None]
+    cells = [r for r in rows if r.multi_base and r.M is not None and r.N is not None]
     cells = [r for r in cells if r.top1 is not None]
     if not cells:
         return False

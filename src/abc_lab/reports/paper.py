@@ -32,6 +32,7 @@ class PaperResult:
         return self.top1 - FULL_PRECISION.top1
 
 
+XNOR = "xnor"  # the paper's XNOR-Net rows; ours compare by the same quantizer name
 FULL_PRECISION = PaperResult("fp", "fp", None, None, 69.3, 89.2)
 
 _ABC_GRID = {

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from . import paper
 from .document import Table
-from .matching import Row
+from .grouping import Row
 
 TOLERANCE_SIGMAS = 2.0
 

@@ -10,10 +10,10 @@ import statistics
 from rich.table import Table as RichTable
 from rich.text import Text
 
+from ..runs import Run
 from . import paper
 from .document import Table
-from .matching import Group, Row, Stat
-from .records import Run
+from .grouping import Group, Row, Stat
 
 DASH = "—"
 
@@ -168,36 +168,25 @@ def cost_table(group: Group) -> Table | None:
     )
 
 
-def _initial_v(key) -> list[float] | None:
-    from ..quant.functional import activation_shifts  # the initialisation formula itself
-
-    n, center, spread = key.get("N"), key.get("act_shift_center"), key.get("act_shift_spread")
-    if not n or center is None or spread is None:
-        return None
-    return activation_shifts(int(n), float(center), float(spread)).tolist()
-
-
-def _beta0(run: Run, n: int) -> str:
-    """The β initialisation named in the run's config (None: 1/N)."""
-    init = ((run.record.get("config") or {}).get("quant") or {}).get("beta_init")
-    if init is None:
-        return f"{1 / n:.3f}"
-    return init if isinstance(init, str) else f"{float(init):.3f}"
+def _fmt_range(values: list[float]) -> str:
+    lo, hi = min(values), max(values)
+    return f"{lo:.3f}" if abs(hi - lo) < 5e-4 else f"{lo:.3f} – {hi:.3f}"
 
 
 def activation_params_table(rows: list[Row]) -> Table | None:
-    """How far the learned activation shifts v and scales β moved from their start."""
+    """How far the learned activation shifts v and scales β moved from their start (the
+    record's ``quant_params_init``)."""
     body = []
     for row in rows:
         for run in row.runs:
-            v0 = _initial_v(run.key)
-            layers = list(run.quant_params.values())
-            if v0 is None or not layers:
-                continue
-            moved = [
-                abs(v - s) for layer in layers for v, s in zip(layer.get("v", []), v0, strict=False)
-            ]
-            betas = [b for layer in layers for b in layer.get("beta", [])]
+            start = run.quant_params_init
+            moved, betas, beta0 = [], [], []
+            for name, layer in run.quant_params.items():
+                init = start.get(name) or {}
+                v0 = init.get("v") or []
+                moved += [abs(v - s) for v, s in zip(layer.get("v") or [], v0, strict=False)]
+                betas += layer.get("beta") or []
+                beta0 += init.get("beta") or []
             if not moved or not betas:
                 continue
             body.append(
@@ -206,7 +195,7 @@ def activation_params_table(rows: list[Row]) -> Table | None:
                     str(run.seed),
                     f"{statistics.median(moved):.3f}",
                     f"{max(moved):.3f}",
-                    _beta0(run, len(v0)),
+                    _fmt_range(beta0) if beta0 else "—",
                     f"{min(betas):.3f} – {max(betas):.3f}",
                 ]
             )
@@ -216,8 +205,8 @@ def activation_params_table(rows: list[Row]) -> Table | None:
         ["quantizer", "seed", "median |v − v₀|", "max |v − v₀|", "β₀", "learned β (min – max)"],
         body,
         ["left", "left", "right", "right", "right", "right"],
-        caption="Final activation shifts v against their initial values v₀ (from the run's "
-        "act_shift_center and act_shift_spread) over every base of every quantized layer, "
+        caption="Final activation shifts v against their initial values v₀ (recorded when "
+        "training started) over every base of every quantized layer, the initial scales β₀ "
         "and the range of the final scales β.",
     )
 
@@ -297,8 +286,8 @@ def failed_table(runs: list[Run]) -> Table:
     rows = [
         [
             r.label,
-            str(r.key.get("model")),
-            str(r.key.get("data")),
+            r.model,
+            r.data,
             str(r.seed),
             r.error or "(no error message in the record)",
             str(r.path),

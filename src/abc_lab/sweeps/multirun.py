@@ -14,7 +14,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from .summary import find_job_dirs, job_row, summarize
+from .job_summary import find_job_dirs, job_row, summarize
 
 
 def _sweep_dir(config: DictConfig) -> Path | None:

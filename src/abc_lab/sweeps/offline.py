@@ -27,28 +27,16 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
-from ..record_format import RECORD_NAME, now_iso, write_json_atomic
-from .records import mark_record, metric_history, read_record, summary_metrics
+from ..runs import RECORD_NAME, derive_key, now_iso, write_json_atomic
+from .job_summary import JobRow, job_row, summarize
+from .metrics import mark_record, metric_history, read_record, summary_metrics
 from .spec import SpecError, SweepSpec, compose_train
-from .summary import JobRow, job_row, summarize
 
 STATE_NAME = "sweep.json"
 STATE_SCHEMA = "abc-lab/sweep-state"
 RUNS_DIR = "runs"
 INTERRUPTED_DIR = "interrupted"
 DONE_STATES = ("finished", "failed", "stopped")
-# Quantizer fields that only the ABC quantizer reads (see abc_lab.quant.registry): for any
-# other quantizer two runs differing only in these are the same run.
-ABC_ONLY_FIELDS = (
-    "M",
-    "N",
-    "shifts",
-    "alpha_scope",
-    "trainable_shifts",
-    "act_shift_center",
-    "act_shift_spread",
-    "beta_init",
-)
 MAX_DUPLICATES_IN_A_ROW = 50
 ENGINE_MISSING = (
     "offline sweeps need W&B's sweep engine, the optional extra 'sweeps': "
@@ -118,17 +106,20 @@ def stop_process(proc: subprocess.Popen, grace_s: float = 15.0) -> int:
 
 
 def dedupe_key(spec: SweepSpec, params: Mapping[str, Any], config_dir: Path | None = None) -> str:
-    """Identity of the training a run would do: its composed train config, without the ABC-only
-    quantizer fields when the quantizer is not ABC (fp with M=1 and M=5 are the same run)."""
+    """Identity of the training a run would do: the run key (abc_lab.runs.key) of its composed
+    train config, so fp with M=1 and M=5, which the fp quantizer does not read, are one run."""
     from omegaconf import OmegaConf
+
+    from ..quant import QuantConfig
 
     cfg = compose_train(spec.run_overrides(params), config_dir)
     data = OmegaConf.to_container(cfg, resolve=False)
-    quant = data.get("quant") if isinstance(data, dict) else None
-    if isinstance(quant, dict) and quant.get("name") != "abc":
-        for name in ABC_ONLY_FIELDS:
-            quant.pop(name, None)
-    return json.dumps(data, sort_keys=True, default=str)
+    quant = {k: v for k, v in data["quant"].items() if k != "_target_"}
+    try:
+        fields = QuantConfig(**quant).used_fields()
+    except (TypeError, ValueError):  # the run itself will say what is wrong with it
+        fields = tuple(quant)
+    return json.dumps(derive_key(data, fields), sort_keys=True, default=str)
 
 
 class SweepLocked(SpecError):

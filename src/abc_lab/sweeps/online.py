@@ -20,7 +20,9 @@ from typing import Any
 
 from rich.console import Console
 
-from ..record_format import now_iso, write_json_atomic
+from ..runs import now_iso, write_json_atomic
+from .job_summary import summarize
+from .metrics import read_record, summary_metrics
 from .offline import (
     RUNS_DIR,
     STATE_NAME,
@@ -31,9 +33,7 @@ from .offline import (
     stop_process,
     train_command,
 )
-from .records import read_record, summary_metrics
 from .spec import SpecError, SweepSpec
-from .summary import summarize
 
 PARAM_PATH_ENV = "WANDB_SWEEP_PARAM_PATH"
 

@@ -14,14 +14,14 @@ import hashlib
 import itertools
 import json
 import math
-import os
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .records import EPOCH_METRICS, METRICS
+from ..configs import config_dir as default_config_dir
+from .metrics import EPOCH_METRICS, METRICS
 
 METHODS = ("grid", "random", "bayes")
 GOALS = ("maximize", "minimize")
@@ -106,16 +106,6 @@ def override_key(item: str) -> str:
     """The config key of a Hydra override: ``+optim.lr=0.1`` -> ``optim.lr``."""
     key = item.split("=", 1)[0].strip()
     return key.lstrip("+~")
-
-
-def default_config_dir() -> Path:
-    """The ``conf/`` directory `abc-lab train` composes: ``ABC_LAB_CONFIG_DIR`` when set, else
-    the checkout's ``conf/`` (the rule of ``abc_lab.training.entry.config_dir``, repeated here
-    because importing the training package costs seconds of Lightning imports)."""
-    env = os.environ.get("ABC_LAB_CONFIG_DIR")
-    if env:
-        return Path(env).resolve()
-    return Path(__file__).resolve().parents[3] / "conf"
 
 
 def compose_train(overrides: Sequence[str], config_dir: Path | None = None) -> Any:

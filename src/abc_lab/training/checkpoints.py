@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from ..errors import UserError
 from ..quant import QuantConfig, quantize_model
-from ..record_format import RECORD_NAME
-from .errors import UserError
+from ..runs import RECORD_NAME, Problem, load_record
 
 HOW = "pass the path of a .ckpt written by abc-lab train (e.g. <run dir>/checkpoints/last.ckpt)"
+
+
+def run_dir_of(checkpoint: str | Path) -> Path:
+    """The run directory a checkpoint belongs to (``<run>/checkpoints/x.ckpt`` -> ``<run>``)."""
+    parent = Path(checkpoint).resolve().parent
+    return parent.parent if parent.name == "checkpoints" else parent
 
 
 def run_checkpoint(path: str | Path, what: str) -> str:
@@ -25,20 +30,18 @@ def run_checkpoint(path: str | Path, what: str) -> str:
     p = Path(path)
     if not p.is_dir():
         return str(path)
-    record_path = p / RECORD_NAME
-    try:
-        record = json.loads(record_path.read_text())
-    except (OSError, ValueError) as err:
+    loaded = load_record(p / RECORD_NAME)
+    if isinstance(loaded, Problem):
         raise UserError(
-            f"{what} '{path}' is a directory without a readable {RECORD_NAME}; {HOW}, "
-            "or the directory of a run of abc-lab train"
-        ) from err
-    if record.get("status") != "finished":
+            f"{what} '{path}' is a directory without a usable {RECORD_NAME} ({loaded.reason}); "
+            f"{HOW}, or the directory of a run of abc-lab train"
+        )
+    if loaded.status != "finished":
         raise UserError(
-            f"{what} '{path}': that run is {record.get('status')!r}, not finished; "
+            f"{what} '{path}': that run is {loaded.status!r}, not finished; "
             "let it finish (or resume it) first, or pass one of its .ckpt files"
         )
-    recorded = record.get("checkpoints") or {}
+    recorded = loaded.record.get("checkpoints") or {}
     for kind in ("best", "last"):
         if recorded.get(kind):
             for candidate in (Path(recorded[kind]), p / "checkpoints" / Path(recorded[kind]).name):

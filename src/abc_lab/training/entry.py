@@ -14,17 +14,10 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 from rich.console import Console
 
-from ..record_format import RECORD_NAME, SCHEMA, VERSION, now_iso, write_json_atomic
-from .errors import UserError
+from ..configs import config_dir
+from ..errors import UserError
+from ..runs import RECORD_NAME, now_iso, write_record
 from .resolvers import register_resolvers
-
-
-def config_dir() -> Path:
-    """conf/ of this checkout, or ABC_LAB_CONFIG_DIR when set."""
-    env = os.environ.get("ABC_LAB_CONFIG_DIR")
-    if env:
-        return Path(env).resolve()
-    return Path(__file__).resolve().parents[3] / "conf"
 
 
 def _is_multirun() -> bool:
@@ -40,11 +33,11 @@ def _closing_summary(record: dict, console: Console) -> None:
 
     test = (record.get("metrics") or {}).get("test") or {}
     acc = test.get("acc1")
-    label = record["key"]["label"]
-    line = f"[bold green]done[/] {record['key']['model']} {label}: "
+    label = record["quant"]["label"]
+    line = f"[bold green]done[/] {record['key']['model.name']} {label}: "
     line += f"test top-1 {100 * acc:.2f}%" if acc is not None else "no test metrics"
     console.print(line)
-    console.print(describe_gap(record))
+    console.print(describe_gap(record, Path(record["run_dir"]) / RECORD_NAME))
     console.print(f"run directory: {record['run_dir']}")
     console.print(f"record: {Path(record['run_dir']) / RECORD_NAME}")
     if record["checkpoints"].get("best"):
@@ -57,6 +50,30 @@ def _closing_summary(record: dict, console: Console) -> None:
             )
         else:
             console.print(f"W&B: {w['path']}")
+
+
+def failed_at_start(cfg: DictConfig, run_dir: Path, error: str) -> dict:
+    """The record of a job rejected before training (bad input in a multirun): failed, with
+    as much of its key as the config gives, so that reports count and name it."""
+    from omegaconf import OmegaConf
+
+    from ..runs import derive_key
+
+    try:
+        config = OmegaConf.to_container(cfg, resolve=True)
+    except Exception:  # an interpolation that cannot resolve is part of the error
+        config = OmegaConf.to_container(cfg, resolve=False)
+    quant = config.get("quant") or {}
+    fields = [k for k in quant if k not in ("_target_", "name")]
+    name = str(quant.get("name"))
+    now = now_iso()
+    return {
+        "status": "failed", "error": error, "run_dir": str(run_dir.resolve()),
+        "started_at": now, "finished_at": now, "wall_time_s": 0.0, "epochs_done": 0,
+        "key": derive_key(config, fields), "config": config, "metrics": {}, "history": [],
+        "quant": {"name": name, "label": name, "family": name, "weight_bases": None,
+                  "activation_bases": None, "fields": fields},
+    }  # fmt: skip
 
 
 def task(cfg: DictConfig) -> None:
@@ -73,12 +90,7 @@ def task(cfg: DictConfig) -> None:
     except UserError as err:
         err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
         if _is_multirun():
-            write_json_atomic(
-                run_dir / RECORD_NAME,
-                {"schema": SCHEMA, "version": VERSION, "status": "failed", "error": str(err),
-                 "run_dir": str(run_dir.resolve()), "started_at": now_iso(),
-                 "finished_at": now_iso(), "key": None},
-            )  # fmt: skip
+            write_record(run_dir, failed_at_start(cfg, run_dir, str(err)))
             return
         discard_run_dir(run_dir)
         sys.exit(2)

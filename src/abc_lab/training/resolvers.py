@@ -14,8 +14,8 @@ from pathlib import Path
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
-from ..record_format import RECORD_NAME
-from .errors import UserError
+from ..errors import UserError
+from ..runs import RECORD_NAME, Run, load_record
 
 _cache: dict[str, object] = {}
 
@@ -53,14 +53,11 @@ def sweep_run(variant: str, run_dir: str) -> str:
     parent = Path(run_dir).resolve().parent
     found: list[tuple[str, Path]] = []
     for path in parent.glob(f"*/{RECORD_NAME}"):
-        try:
-            record = json.loads(path.read_text())
-        except (OSError, ValueError):
+        run = load_record(path)
+        if not isinstance(run, Run) or run.status != "finished":
             continue
-        if (record.get("config") or {}).get("variant") == variant and record.get(
-            "status"
-        ) == "finished":
-            found.append((str(record.get("finished_at") or ""), path.parent))
+        if (run.record.get("config") or {}).get("variant") == variant:
+            found.append((str(run.record.get("finished_at") or ""), path.parent))
     if not found:
         raise UserError(
             f"no finished run of variant={variant} beside this run (in {parent}); the sweep "

@@ -6,6 +6,7 @@ quantizer, LightningModule, loggers, callbacks, trainer); every default lives in
 
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,12 +22,14 @@ from omegaconf.errors import InterpolationResolutionError
 from rich.console import Console
 
 from ..data import DataError
+from ..errors import UserError
 from ..quant import QuantConfig, summarize
 from ..quant.functional import set_kernel
+from ..runs import derive_key, read_run
 from . import checkpoints as ckpts
 from .callbacks import latest_checkpoint
-from .errors import UserError
-from .records import RunRecorder, git_info, library_versions
+from .lightning_data import LightningData
+from .recorder import RunRecorder, git_info, library_versions
 
 console = Console(stderr=False)
 
@@ -55,36 +58,28 @@ def _root_message(err: BaseException) -> str:
 
 
 def record_key(cfg: DictConfig, q: QuantConfig) -> dict[str, Any]:
-    """The flat description of a run that sweeps and reports match on (docs/run-record.md)."""
-    clip = cfg.trainer.get("gradient_clip_val")
-    is_abc = q.name == "abc"
-    has_act = is_abc and q.N > 0
-    return {
-        "model": cfg.model.name,
-        "data": cfg.data.name,
-        "quant": q.name,
-        "label": q.label(),
-        "M": q.M if is_abc else None,
-        "N": q.N if is_abc else None,
-        "alpha_scope": q.alpha_scope if is_abc else None,
-        "trainable_shifts": q.trainable_shifts if is_abc else None,
-        "act_shift_center": q.act_shift_center if has_act else None,
-        "act_shift_spread": q.act_shift_spread if has_act else None,
-        "epochs": int(cfg.trainer.max_epochs),
-        "optimizer": cfg.optim.name,
-        "lr": float(cfg.optim.lr),
-        "weight_decay": float(cfg.optim.get("weight_decay", 0.0)),
-        "schedule": cfg.schedule.name,
-        "warmup_epochs": cfg.schedule.get("warmup_epochs", 0),
-        "batch_size": int(cfg.data.batch_size),
-        "augment": bool(cfg.data.get("augment", True)),
-        "train_subset": cfg.data.get("train_subset"),
-        "label_smoothing": float(cfg.module.label_smoothing),
-        "seed": int(cfg.seed),
-        "precision": str(cfg.trainer.get("precision", "32-true")),
-        "gradient_clip_val": None if clip is None else float(clip),
-        "init_from": str(Path(cfg.init_from).resolve()) if cfg.init_from else None,
-    }
+    """The run key (runs.key): every resolved config field that can change a result."""
+    return derive_key(OmegaConf.to_container(cfg, resolve=True), q.used_fields())
+
+
+def command_overrides() -> list[str] | None:
+    """The command-line overrides of this job (Hydra's task overrides), when run by Hydra."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None
+    return list(HydraConfig.get().overrides.task)
+
+
+def init_source(init_from: str | None) -> dict[str, Any] | None:
+    """What ``init_from`` was: the label and setup of the run whose checkpoint it is (from its
+    record), so that runs started from different sources are never averaged as seeds."""
+    if not init_from:
+        return None
+    source = read_run(ckpts.run_dir_of(init_from))
+    if source is None:
+        return {"checkpoint": Path(init_from).name, "run": None}
+    return {"run": source.label, "variant": json.dumps(source.variant, default=str)}
 
 
 @dataclass
@@ -197,6 +192,9 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         run_dir,
         {
             "key": record_key(cfg, checked.quant),
+            "quant": checked.quant.identity(),
+            "overrides": command_overrides(),
+            "init": {"source": init_source(cfg.init_from)},
             "config": OmegaConf.to_container(cfg, resolve=True),
             "summary": summary.totals(),
             "versions": library_versions(),
@@ -222,14 +220,16 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             exp.summary.update({f"model/{k}": v for k, v in summary.totals().items()})
         for lg in loggers:
             lg.log_hyperparams({"key": recorder.record["key"], "summary": summary.totals()})
-        trainer.fit(module, datamodule=dm, ckpt_path=checked.resume_path)
+        trainer.fit(module, datamodule=LightningData(dm), ckpt_path=checked.resume_path)
         if trainer.interrupted:
             raise KeyboardInterrupt("training was interrupted")
         ckpt_cb = trainer.checkpoint_callback
         recorder.accept_state = False
         if cfg.test:
             best = getattr(ckpt_cb, "best_model_path", "") if ckpt_cb is not None else ""
-            trainer.test(module, datamodule=dm, ckpt_path=best or None, weights_only=True)
+            trainer.test(
+                module, datamodule=LightningData(dm), ckpt_path=best or None, weights_only=True
+            )
         status = "finished"
         if ckpt_cb is not None:
             last = latest_checkpoint(run_dir)

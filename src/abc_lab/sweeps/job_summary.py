@@ -6,6 +6,8 @@ Only run records (``results.json``) and Hydra's ``.hydra/overrides.yaml`` are re
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -17,8 +19,8 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from ..record_format import RECORD_NAME, now_iso, write_json_atomic
-from .records import metric_value, read_record
+from ..runs import RECORD_NAME, now_iso, write_json_atomic
+from .metrics import metric_value, read_record
 
 SUMMARY_JSON = "summary.json"
 SUMMARY_MD = "summary.md"
@@ -229,25 +231,24 @@ def write_summary(
 def build_sweep_report(
     root: Path, record_paths: Iterable[Path], console: Console | None = None
 ) -> Path | None:
-    """Build the comparison report into ``<root>/report`` from ``record_paths``; None when the
-    report builder is not installed (the summary table stands in for it) or fails."""
+    """Build the comparison report into ``<root>/report`` from ``record_paths`` with
+    ``abc-lab report`` (its own process: sweeps and reports share only the run records);
+    None when it could not be built (the summary table stands in for it)."""
     console = console or Console()
-    try:
-        from abc_lab.reports.build import build_report
-    except ImportError:
-        console.print(f"[dim]report builder not available; the summary is {root / SUMMARY_MD}[/]")
-        return None
-    paths = [Path(p) for p in record_paths]
+    paths = [str(p) for p in record_paths]
     if not paths:
         console.print("[dim]no run records, so no comparison report[/]")
         return None
-    try:
-        out = build_report(paths, name=REPORT_NAME, out_root=Path(root), console=console)
-    except Exception as exc:  # the summary is written already; a report bug must not hide it
-        console.print(f"[yellow]report not built ({type(exc).__name__}: {escape(str(exc))})[/]")
+    cmd = [sys.executable, "-m", "abc_lab.cli", "report", *paths, "--name", REPORT_NAME,
+           "--out", str(root)]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    out = Path(root) / REPORT_NAME
+    if done.returncode != 0 or not out.is_dir():
+        last = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
+        console.print(f"[yellow]report not built: {escape(last[0])}[/]")
         return None
     console.print(f"report: {out}")
-    return Path(out)
+    return out
 
 
 def summarize(

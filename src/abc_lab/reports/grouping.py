@@ -1,9 +1,10 @@
-"""Match binary runs with their full-precision baseline and aggregate seeds.
+"""The rows and groups of a report: runs grouped by setup, seeds aggregated, each group
+compared with its full-precision baseline.
 
-A binary run is compared only with full-precision runs (``key.quant == "fp"``) of the same
-model, data and training setup (:data:`~abc_lab.reports.records.SETUP_FIELDS`); the quantizer
-fields, the seed and ``init_from`` may differ. Runs that differ only by seed form one row
-(mean ± sample std). A group without a baseline carries the command that would produce it.
+The rules are those of abc_lab.runs: a binary run is compared only with fp runs of the same
+setup (the run key less the quantizer's own fields, init_from and the seed); runs whose keys
+differ only in the seed form one row (mean ± sample std). A group without a baseline carries
+the command that would produce it.
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .records import KEY_DEFAULTS, QUANT_FIELDS, SETUP_FIELDS, Run
+from ..runs import Run, differences
+from ..runs.baseline import baseline_command
+from ..runs.key import override_value
 
-FP = "fp"
-QUANT_ORDER = ("fp", "bnn", "bwn", "xnor", "abc")
 # XNOR-Net's argument: one 64-bit XNOR + popcount does 64 binary multiply-adds in about the
 # time of one float multiply-add, so a layer with M·N binary bases runs 64 / (M·N) times faster.
 POPCOUNT_WIDTH = 64
@@ -48,73 +49,6 @@ def stat(values: Iterable[float | None]) -> Stat | None:
     return Stat(present) if present else None
 
 
-def setup_value(key: Mapping[str, Any], name: str) -> Any:
-    """A setup field of a run key; fields older records lack take their KEY_DEFAULTS value."""
-    value = key.get(name)
-    return KEY_DEFAULTS.get(name) if value is None else value
-
-
-def setup_of(key: Mapping[str, Any]) -> tuple:
-    """The part of a run key a binary run and its baseline must share."""
-    return tuple(setup_value(key, name) for name in SETUP_FIELDS)
-
-
-def variant_of(key: Mapping[str, Any]) -> tuple:
-    """Everything that makes runs differ except the seed (rows aggregate over seeds)."""
-    return (*(key.get(name) for name in QUANT_FIELDS), bool(key.get("init_from")))
-
-
-def hydra_value(value: Any) -> str:
-    """A key value as written in a Hydra override (``true``, ``null``, ``0.1``)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if value is None:
-        return "null"
-    return str(value)
-
-
-def baseline_command(key: Mapping[str, Any], seed: Any | None = None) -> str:
-    """The ``abc-lab train`` command that produces the fp baseline for a run with ``key``.
-
-    The one place that knows how key fields map to config overrides.
-    """
-    seed = key.get("seed") if seed is None else seed
-    v = hydra_value
-    parts = [
-        "abc-lab train",
-        f"model={v(key['model'])}",
-        f"data={v(key['data'])}",
-        "quant=fp",
-        f"trainer.max_epochs={v(key['epochs'])}",
-        f"optim={v(key['optimizer'])}",
-        f"optim.lr={v(key['lr'])}",
-        f"optim.weight_decay={v(key['weight_decay'])}",
-        f"schedule={v(key['schedule'])}",
-        f"schedule.warmup_epochs={v(key['warmup_epochs'])}",
-        f"data.batch_size={v(key['batch_size'])}",
-        f"data.augment={v(key['augment'])}",
-        f"seed={v(seed)}",
-    ]
-    if key.get("train_subset") is not None:
-        parts.append(f"data.train_subset={v(key['train_subset'])}")
-    if key.get("label_smoothing"):
-        parts.append(f"module.label_smoothing={v(key['label_smoothing'])}")
-    if setup_value(key, "precision") != KEY_DEFAULTS["precision"]:
-        parts.append(f"trainer.precision={v(key['precision'])}")
-    if setup_value(key, "gradient_clip_val") != KEY_DEFAULTS["gradient_clip_val"]:
-        parts.append(f"trainer.gradient_clip_val={v(key['gradient_clip_val'])}")
-    return " ".join(parts)
-
-
-def setup_differences(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
-    """Setup fields where key ``a`` differs from key ``b``, as ``epochs 5 vs 10``."""
-    return [
-        f"{name} {hydra_value(setup_value(a, name))} vs {hydra_value(setup_value(b, name))}"
-        for name in SETUP_FIELDS
-        if setup_value(a, name) != setup_value(b, name)
-    ]
-
-
 @dataclass
 class Row:
     """All finished runs of one variant (same setup and quantizer, any seed)."""
@@ -134,20 +68,28 @@ class Row:
         return self.runs[0].key
 
     @property
+    def run(self) -> Run:
+        return self.runs[0]
+
+    @property
     def quant(self) -> str:
-        return self.runs[0].quant
+        return self.run.quant
 
     @property
     def base_label(self) -> str:
-        return self.runs[0].label
+        return self.run.label
+
+    @property
+    def multi_base(self) -> bool:
+        return self.run.multi_base
 
     @property
     def M(self) -> int | None:
-        return self.key.get("M")
+        return self.run.M
 
     @property
     def N(self) -> int | None:
-        return self.key.get("N")
+        return self.run.N
 
     @property
     def seeds(self) -> list[Any]:
@@ -168,10 +110,10 @@ class Row:
         macs, ops = s.get("binary_macs") or 0, s.get("binary_ops") or 0
         if macs > 0 and ops > 0:
             return POPCOUNT_WIDTH * macs / ops
-        if self.quant in ("bnn", "xnor"):
-            return float(POPCOUNT_WIDTH)
-        if self.quant == "abc" and self.M and self.N:
-            return POPCOUNT_WIDTH / (self.M * self.N)
+        identity = self.run.identity
+        weights, acts = identity.get("weight_bases"), identity.get("activation_bases")
+        if weights and acts:
+            return POPCOUNT_WIDTH / (weights * acts)
         return None
 
     @property
@@ -183,13 +125,13 @@ class Row:
         return macs / cost if macs > 0 and cost > 0 else None
 
     def sort_key(self) -> tuple:
-        order = QUANT_ORDER.index(self.quant) if self.quant in QUANT_ORDER else len(QUANT_ORDER)
         return (
-            order,
+            not self.run.is_fp,
+            self.multi_base,
             self.quant,
             self.M if self.M is not None else -1,
             self.N if self.N is not None else -1,
-            str(variant_of(self.key)),
+            str(self.run.variant),
         )
 
 
@@ -204,17 +146,15 @@ class Group:
     commands: list[str] = field(default_factory=list)  # baseline commands when missing
     notes: list[str] = field(default_factory=list)  # near misses and other remarks
 
+    first: Run | None = None  # a run of the group (its setup is the group's)
+
     @property
     def model(self) -> str:
-        return str(self.key["model"])
+        return self.first.model if self.first else str(self.key.get("model.name"))
 
     @property
     def data(self) -> str:
-        return str(self.key["data"])
-
-    @property
-    def setup(self) -> dict[str, Any]:
-        return {name: setup_value(self.key, name) for name in SETUP_FIELDS}
+        return self.first.data if self.first else str(self.key.get("data.name"))
 
     @property
     def all_rows(self) -> list[Row]:
@@ -242,41 +182,43 @@ def _row(runs: list[Run], metric: str) -> Row:
     )
 
 
-_SUFFIX_FIELDS = ("alpha_scope", "trainable_shifts", "act_shift", "init")
+# Short texts for key fields that often tell rows apart; any other field is shown as name=value.
+_SUFFIX_TEXT = {
+    "quant.alpha_scope": lambda v: f"α per {v}",
+    "quant.trainable_shifts": lambda v: "trainable u" if v else "fixed u",
+    "quant.act_shift_center": lambda v: f"v center {v}",
+    "quant.act_shift_spread": lambda v: f"v spread {v}",
+}
 
 
-def _suffix_value(row: Row, name: str) -> Any:
-    key = row.key
-    if name == "act_shift":
-        return (key.get("act_shift_center"), key.get("act_shift_spread"))
-    if name == "init":
-        return row.initialised
-    return key.get(name)
-
-
-def _suffix_text(row: Row, name: str) -> str:
-    value = _suffix_value(row, name)
-    if name == "alpha_scope":
-        return f"α per {value}"
-    if name == "trainable_shifts":
-        return "trainable u" if value else "fixed u"
-    if name == "act_shift":
-        return f"v {value[0]}±{value[1]}"
-    return "from ckpt" if value else "from scratch"
+def init_text(row: Row) -> str:
+    source = row.run.init_source
+    if not source:
+        return "from scratch"
+    if isinstance(source, dict) and source.get("run"):
+        return f"from {source['run']}"
+    return "from ckpt"
 
 
 def assign_labels(rows: Sequence[Row]) -> None:
-    """Display labels: the record label, plus what tells apart rows that share it."""
+    """Display labels: the record label, plus every key field that tells apart rows sharing
+    it (so two configurations are never shown under one name)."""
     by_label: dict[str, list[Row]] = {}
     for row in rows:
         by_label.setdefault(row.base_label, []).append(row)
     for label, same in by_label.items():
-        varying = [
-            name for name in _SUFFIX_FIELDS if len({repr(_suffix_value(r, name)) for r in same}) > 1
-        ]
+        fields = sorted({f for r in same for f in r.key} - {"seed", "data.seed", "init_from"})
+        varying = [f for f in fields if len({repr(r.key.get(f)) for r in same}) > 1]
+        init_varies = len({init_text(r) for r in same}) > 1
         for row in same:
-            extra = ", ".join(_suffix_text(row, name) for name in varying)
-            row.label = f"{label} [{extra}]" if extra else label
+            parts = [
+                _SUFFIX_TEXT[f](row.key.get(f)) if f in _SUFFIX_TEXT
+                else f"{f}={override_value(row.key.get(f))}"
+                for f in varying
+            ]  # fmt: skip
+            if init_varies:
+                parts.append(init_text(row))
+            row.label = f"{label} [{', '.join(parts)}]" if parts else label
 
 
 def build_groups(finished: Sequence[Run], others: Sequence[Run] = ()) -> list[Group]:
@@ -287,19 +229,19 @@ def build_groups(finished: Sequence[Run], others: Sequence[Run] = ()) -> list[Gr
     """
     by_setup: dict[tuple, list[Run]] = {}
     for run in finished:
-        by_setup.setdefault(setup_of(run.key), []).append(run)
+        by_setup.setdefault(run.setup, []).append(run)
 
     groups: list[Group] = []
     for runs in by_setup.values():
         metric = "test" if all(r.metric("test", "acc1") is not None for r in runs) else "val"
-        fp_runs = [r for r in runs if r.quant == FP]
+        fp_runs = [r for r in runs if r.is_fp]
         baseline = _row(fp_runs, metric) if fp_runs else None
         by_variant: dict[tuple, list[Run]] = {}
         for run in runs:
-            if run.quant != FP:
-                by_variant.setdefault(variant_of(run.key), []).append(run)
+            if not run.is_fp:
+                by_variant.setdefault(run.variant, []).append(run)
         rows = sorted((_row(rs, metric) for rs in by_variant.values()), key=Row.sort_key)
-        group = Group(key=runs[0].key, metric=metric, baseline=baseline, rows=rows)
+        group = Group(key=runs[0].key, metric=metric, baseline=baseline, rows=rows, first=runs[0])
         assign_labels(group.all_rows)
         group.notes += _duplicate_seed_notes(group.all_rows)
         group.notes += _chance_notes(group.all_rows, metric)
@@ -308,7 +250,7 @@ def build_groups(finished: Sequence[Run], others: Sequence[Run] = ()) -> list[Gr
         else:
             _explain_missing(group, finished, others)
         groups.append(group)
-    groups.sort(key=lambda g: (g.model, g.data, [str(v) for v in setup_of(g.key)]))
+    groups.sort(key=lambda g: (g.model, g.data, str(g.first.setup if g.first else "")))
     return groups
 
 
@@ -321,7 +263,9 @@ def _chance_notes(rows: Sequence[Row], metric: str) -> list[str]:
     notes = []
     for row in rows:
         for run in row.runs:
-            classes = ((run.record.get("config") or {}).get("model") or {}).get("num_classes")
+            classes = run.num_classes or (
+                ((run.record.get("config") or {}).get("model") or {}).get("num_classes")
+            )
             top1 = run.metric(metric, "acc1")
             if not isinstance(classes, int) or classes < 2 or top1 is None:
                 continue
@@ -366,20 +310,21 @@ def _compare(group: Group) -> None:
 
 
 def _explain_missing(group: Group, finished: Sequence[Run], others: Sequence[Run]) -> None:
+    first = group.first
+    assert first is not None
     seeds = sorted({run.seed for row in group.rows for run in row.runs}, key=str)
-    group.commands = [baseline_command(group.key, seed) for seed in seeds]
-    setup = setup_of(group.key)
+    group.commands = [baseline_command(first, seed) for seed in seeds]
     for run in others:
-        if run.quant == FP and setup_of(run.key) == setup:
+        if run.is_fp and run.setup == first.setup:
             group.notes.append(f"an fp run with this setup exists but is {run.status}: {run.path}")
     for run in finished:
         if (
-            run.quant == FP
-            and run.key.get("model") == group.model
-            and run.key.get("data") == group.data
-            and setup_of(run.key) != setup
+            run.is_fp
+            and run.model == group.model
+            and run.data == group.data
+            and run.setup != first.setup
         ):
-            diffs = "; ".join(setup_differences(run.key, group.key))
+            diffs = "; ".join(differences(run.key, first.key))
             group.notes.append(
                 f"fp run not used as baseline, its training setup differs "
                 f"(fp vs these runs: {diffs}): {run.path}"

@@ -1,17 +1,16 @@
-"""Read and amend run records (``results.json``, docs/run-record.md) for sweeps.
+"""Sweep metrics read from run records (``results.json``, through abc_lab.runs).
 
-Sweeps read these records and nothing else: they never import training internals. The
-sweep metric names (``val/acc1``, ``best_val/acc1``, ...) map onto record fields here.
+Sweeps read records and nothing else: they never import training internals. The sweep
+metric names (``val/acc1``, ``best_val/acc1``, ...) map onto record fields here.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..record_format import RECORD_NAME, SCHEMA, now_iso, write_json_atomic
+from ..runs import now_iso, read_run, write_record
 
 # Sweep metric name -> (section of record["metrics"], field, history key or None).
 METRICS: dict[str, tuple[str, str, str | None]] = {
@@ -29,17 +28,9 @@ EPOCH_METRICS = ("val/acc1", "val/acc5", "val/loss")
 
 
 def read_record(path: Path) -> dict[str, Any] | None:
-    """The run record at ``path`` (a file or a run dir), or None if absent, corrupt or foreign."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / RECORD_NAME
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not isinstance(record, dict) or record.get("schema") != SCHEMA:
-        return None
-    return record
+    """The run record at ``path`` (a file or a run dir), or None if absent or unusable."""
+    run = read_run(path)
+    return None if run is None else dict(run.record)
 
 
 def mark_record(run_dir: Path, status: str, error: str | None = None) -> dict[str, Any] | None:
@@ -50,7 +41,7 @@ def mark_record(run_dir: Path, status: str, error: str | None = None) -> dict[st
     record["status"] = status
     record["error"] = error
     record["finished_at"] = record.get("finished_at") or now_iso()
-    write_json_atomic(Path(run_dir) / RECORD_NAME, record)
+    write_record(Path(run_dir), record)
     return record
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 
-from ..record_format import RECORD_NAME, SCHEMA, VERSION, now_iso, write_json_atomic
+from ..runs.format import RECORD_NAME, SCHEMA, VERSION, now_iso, write_record
 
 
 def library_versions() -> dict[str, str]:
@@ -75,7 +75,8 @@ class RunRecorder(pl.Callback):
 
     def __init__(self, run_dir: Path, base: dict[str, Any], warmup_batches: int = 5) -> None:
         self.warmup_batches = warmup_batches
-        self.path = Path(run_dir) / RECORD_NAME
+        self.run_dir = Path(run_dir)
+        self.path = self.run_dir / RECORD_NAME
         self.record: dict[str, Any] = {
             "schema": SCHEMA,
             "version": VERSION,
@@ -89,6 +90,7 @@ class RunRecorder(pl.Callback):
             "metrics": {"val": None, "best_val": None, "test": None},
             "history": [],
             "quant_params": {},
+            "quant_params_init": {},
             "throughput": {"train_samples_per_s": None},
             "checkpoints": {"last": None, "best": None},
             **base,
@@ -109,7 +111,7 @@ class RunRecorder(pl.Callback):
         if self._train_time > 0:
             rate = self._train_samples / self._train_time
             self.record["throughput"]["train_samples_per_s"] = round(rate, 2)
-        write_json_atomic(self.path, self.record)
+        write_record(self.run_dir, self.record)
 
     def finish(self, status: str, error: str | None = None, **extra: Any) -> None:
         self.record.update(status=status, error=error, finished_at=now_iso(), **extra)
@@ -124,6 +126,7 @@ class RunRecorder(pl.Callback):
             "elapsed": self._elapsed_before + time.perf_counter() - self._t0,
             "train_time": self._train_time,
             "train_samples": self._train_samples,
+            "quant_params_init": self.record.get("quant_params_init") or {},
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -137,11 +140,17 @@ class RunRecorder(pl.Callback):
         self._t0 = time.perf_counter()
         self._train_time = float(state.get("train_time", 0.0))
         self._train_samples = int(state.get("train_samples", 0))
+        if state.get("quant_params_init"):
+            self.record["quant_params_init"] = state["quant_params_init"]
 
     # ------------------------------------------------------------------ hooks
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.is_global_zero:
             self.record["status"] = "running"
+            if not self.record.get("quant_params_init"):
+                from .module import quant_parameters
+
+                self.record["quant_params_init"] = quant_parameters(pl_module.model)
             self.write()
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
