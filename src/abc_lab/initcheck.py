@@ -116,7 +116,9 @@ def init_check(
     set_kernel("eager")
     configs = [parse_quant(q) for q in quants]
     results = []
-    jobs = [(q, b) for q in configs for b in (beta_inits if q.name == "abc" and q.N else ["—"])]
+    jobs = [
+        (q, b) for q in configs for b in (beta_inits if "beta_init" in q.used_fields() else ["—"])
+    ]
     for i, (q, beta) in enumerate(jobs):
         qc = replace(q, beta_init=BETA_INITS.get(beta))
         model = instantiate(cfg["model"])

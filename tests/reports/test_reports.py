@@ -659,3 +659,18 @@ def test_runs_at_chance_level_are_named(tmp_path: Path) -> None:
         "bnn (seed 0): test top-1 10.00% is chance level for 10 classes: the run learned "
         "nothing; its training loss ended at 2.303 (ln 10 = 2.303: uniform predictions)"
     ]
+
+
+def test_report_command_without_usable_records_fails_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from abc_lab.cli import main
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for paths in ([tmp_path / "nonexistent"], [empty]):
+        code = main(["report", *map(str, paths), "--out", str(tmp_path / "out")])
+        err = capsys.readouterr().err.strip()
+        assert code == 1 and len(err.splitlines()) == 1, err
+        assert "no usable run records" in err and str(paths[0]) in err
+    assert not (tmp_path / "out").exists()

@@ -29,7 +29,7 @@ def test_every_model_and_quantizer_trains(compose_cfg, model, quant):
                                "callbacks=none")  # fmt: skip
     record = train(cfg, run_dir)
     assert record["status"] == "finished"
-    assert record["key"]["model"] == model and record["key"]["quant"] == cfg.quant.name
+    assert record["key"]["model.name"] == model and record["key"]["quant.name"] == cfg.quant.name
     assert record["epochs_done"] == 1
     assert 0.0 <= record["metrics"]["val"]["acc1"] <= 1.0
     # the stem and classifier adapted to Fashion-MNIST (1 channel, 10 classes)
@@ -57,7 +57,7 @@ def test_results_json_has_every_field(compose_cfg):
     record = json.loads((run_dir / "results.json").read_text())
     assert RECORD_FIELDS <= set(record)
     assert record["schema"] == "abc-lab/run-record" and record["status"] == "finished"
-    assert record["key"]["label"] == "abc(2,2)" and record["key"]["epochs"] == 2
+    assert record["quant"]["label"] == "abc(2,2)" and record["key"]["trainer.max_epochs"] == 2
     assert [h["epoch"] for h in record["history"]] == [0, 1]
     assert set(record["metrics"]["test"]) == {"acc1", "acc5", "loss"}
     assert record["metrics"]["best_val"]["epoch"] in (0, 1)
@@ -71,6 +71,15 @@ def test_results_json_has_every_field(compose_cfg):
     assert Path(record["checkpoints"]["best"]).is_file()
     assert "=" not in Path(record["checkpoints"]["best"]).name  # usable as init_from=<path>
     assert (run_dir / "config.yaml").is_file()
+
+
+def test_task_returns_the_optimized_metric_for_hydra_sweepers(compose_cfg):
+    from abc_lab.training.entry import task
+
+    cfg, run_dir = compose_cfg("quant=fp", "optimized_metric=val/loss")
+    value = task(cfg)
+    record = json.loads((run_dir / "results.json").read_text())
+    assert value is not None and value == pytest.approx(record["metrics"]["val"]["loss"])
 
 
 def test_init_from_loads_full_precision_weights(compose_cfg, tmp_path):
@@ -301,3 +310,19 @@ def test_sigterm_records_failure_and_exits_non_zero(tmp_path):
     assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
     record = json.loads(record_path.read_text())
     assert record["status"] == "failed" and record["error"] == "terminated by SIGTERM"
+
+
+def test_a_job_rejected_at_start_leaves_a_valid_failed_record(compose_cfg, tmp_path):
+    """In a multirun a rejected job records its failure; reports count and name it."""
+    from abc_lab.runs import load_runs, write_record
+    from abc_lab.training.entry import failed_at_start
+
+    cfg, run_dir = compose_cfg("quant.M=0")
+    with pytest.raises(UserError):
+        train(cfg, run_dir)
+    write_record(run_dir, failed_at_start(cfg, run_dir, "M=0 must be an integer >= 1"))
+    loaded = load_runs([run_dir])
+    assert loaded.problems == [] and len(loaded.runs) == 1
+    (run,) = loaded.runs
+    assert run.status == "failed" and run.error.startswith("M=0")
+    assert run.model == "resnet20" and run.key["quant.M"] == 0

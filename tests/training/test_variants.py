@@ -87,7 +87,7 @@ def test_binary_variant_starts_from_the_finished_fp_run_beside_it(compose_cfg, t
     cfg, _ = compose_cfg("experiment=fmnist_study", "variant=fp", "test=false")
     fp_record = train(*_as_run(cfg, sweep_runs / "run-001"))
     assert fp_record["status"] == "finished" and fp_record["config"]["variant"] == "fp"
-    assert fp_record["key"]["precision"] == "bf16-mixed"
+    assert fp_record["key"]["trainer.precision"] == "bf16-mixed"
 
     cfg, _ = compose_cfg("experiment=fmnist_study", "variant=abc_1_1", "test=false")
     record = train(*_as_run(cfg, sweep_runs / "run-002"))

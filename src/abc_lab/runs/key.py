@@ -50,6 +50,7 @@ EXCLUDED: dict[str, str] = {
     "kernel": "compiled or eager kernels compute the same values",
     "print_config": "console output",
     "tags": "W&B tags",
+    "optimized_metric": "which metric a Hydra sweeper reads from the finished run",
 }
 # Fields that tell seeds apart (data.seed follows seed: it draws the validation split).
 SEED_FIELDS = ("seed", "data.seed")

@@ -1,30 +1,26 @@
-"""Sweep metrics read from run records (``results.json``, through abc_lab.runs).
+"""Run records as sweeps use them: read one, mark it stopped or failed; the sweep metric
+names (``val/acc1``, ``best_val/acc1``, ...) and their values come from abc_lab.runs.metrics.
 
-Sweeps read records and nothing else: they never import training internals. The sweep
-metric names (``val/acc1``, ``best_val/acc1``, ...) map onto record fields here.
+Sweeps read records and nothing else: they never import training internals.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from ..runs import now_iso, read_run, write_record
+from ..runs.metrics import EPOCH_METRICS, METRICS, metric_history, metric_value, summary_metrics
 
-# Sweep metric name -> (section of record["metrics"], field, history key or None).
-METRICS: dict[str, tuple[str, str, str | None]] = {
-    "val/acc1": ("val", "acc1", "val_acc1"),
-    "val/acc5": ("val", "acc5", "val_acc5"),
-    "val/loss": ("val", "loss", "val_loss"),
-    "test/acc1": ("test", "acc1", None),
-    "test/acc5": ("test", "acc5", None),
-    "test/loss": ("test", "loss", None),
-    "best_val/acc1": ("best_val", "acc1", "val_acc1"),
-}
-# Metrics the training logs after every validation epoch, in the record's history and to
-# W&B: the ones hyperband can judge a run by, online and offline alike.
-EPOCH_METRICS = ("val/acc1", "val/acc5", "val/loss")
+__all__ = [
+    "EPOCH_METRICS",
+    "METRICS",
+    "mark_record",
+    "metric_history",
+    "metric_value",
+    "read_record",
+    "summary_metrics",
+]
 
 
 def read_record(path: Path) -> dict[str, Any] | None:
@@ -43,52 +39,3 @@ def mark_record(run_dir: Path, status: str, error: str | None = None) -> dict[st
     record["finished_at"] = record.get("finished_at") or now_iso()
     write_record(Path(run_dir), record)
     return record
-
-
-def _section(record: Mapping[str, Any], section: str) -> Mapping[str, Any]:
-    metrics = record.get("metrics") or {}
-    value = metrics.get(section) if isinstance(metrics, Mapping) else None
-    return value if isinstance(value, Mapping) else {}
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value) if value == value else None  # NaN is not a measurement
-
-
-def metric_value(record: Mapping[str, Any], name: str) -> float | None:
-    """The final (summary) value of sweep metric ``name`` in a record, or None if not measured."""
-    section, field, _ = METRICS[name]
-    return _number(_section(record, section).get(field))
-
-
-def summary_metrics(record: Mapping[str, Any]) -> dict[str, float]:
-    """Every sweep metric the record has measured, by sweep metric name."""
-    values = {name: metric_value(record, name) for name in METRICS}
-    return {name: v for name, v in values.items() if v is not None}
-
-
-def metric_history(record: Mapping[str, Any]) -> list[dict[str, float]]:
-    """One dict per validation epoch, keyed by sweep metric name (best_val/* is a running max)."""
-    rows: list[dict[str, float]] = []
-    best: float | None = None
-    for entry in record.get("history") or []:
-        if not isinstance(entry, Mapping):
-            continue
-        row: dict[str, float] = {}
-        for name, (section, _, key) in METRICS.items():
-            if key is None or section == "best_val":
-                continue
-            value = _number(entry.get(key))
-            if value is not None:
-                row[name] = value
-        if "val/acc1" in row:
-            best = row["val/acc1"] if best is None else max(best, row["val/acc1"])
-        if best is not None:
-            row["best_val/acc1"] = best
-        epoch = entry.get("epoch")
-        if isinstance(epoch, int):
-            row["epoch"] = epoch
-        rows.append(row)
-    return rows

@@ -8,6 +8,7 @@ submitit) because it reads what the jobs leave on disk: each job's ``results.jso
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -63,3 +64,7 @@ class MultirunSummary(Callback):
                 row.status = "failed"
             rows.append(row)
         summarize(sweep_dir, rows, title=f"multirun {sweep_dir}", extra={"kind": "multirun"})
+        failed = [r for r in rows if r.status != "finished"]
+        if failed:  # after the summary: the exit code tells scripts that not all succeeded
+            print(f"{len(failed)} of {len(rows)} jobs did not finish; see {sweep_dir}")
+            sys.exit(1)

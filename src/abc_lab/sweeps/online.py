@@ -13,8 +13,7 @@ import fcntl
 import json
 import os
 import signal
-import subprocess
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,17 +21,8 @@ from rich.console import Console
 
 from ..runs import now_iso, write_json_atomic
 from .job_summary import summarize
-from .metrics import read_record, summary_metrics
-from .offline import (
-    RUNS_DIR,
-    STATE_NAME,
-    STATE_SCHEMA,
-    _die_with_parent,
-    dedupe_key,
-    rows_of,
-    stop_process,
-    train_command,
-)
+from .metrics import summary_metrics
+from .runner import STATE_NAME, STATE_SCHEMA, SweepRunner, rows_of, train_command
 from .spec import SpecError, SweepSpec
 
 PARAM_PATH_ENV = "WANDB_SWEEP_PARAM_PATH"
@@ -72,6 +62,28 @@ def online_overrides(spec: SweepSpec, config_dir: Path | None = None) -> list[st
     return ["logger.wandb.offline=false"] if "wandb" in logger else []
 
 
+class AgentEngine:
+    """The W&B server as engine: its agent proposes the parameters of each run (one per
+    call of the agent's function) and stops runs early itself (it sends SIGTERM); finished
+    runs report every sweep metric of their record back to the agent's W&B run."""
+
+    mode = "online"
+
+    def __init__(self, params: dict[str, Any]) -> None:
+        self.params: dict[str, Any] | None = params
+
+    def propose(self, runs: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+        params, self.params = self.params, None
+        return params
+
+    def should_stop(self, runs: Sequence[Mapping[str, Any]], run: Mapping[str, Any]) -> str | None:
+        return None  # the server decides, and says so with SIGTERM
+
+    def finished(self, run: Mapping[str, Any], record: Mapping[str, Any] | None) -> None:
+        config = {"duplicate_of": run["same_as"]} if run.get("same_as") else None
+        _push_summary(record or {}, config=config)
+
+
 def agent_job(
     spec: SweepSpec,
     sweep_dir: Path,
@@ -79,52 +91,24 @@ def agent_job(
     config_dir: Path | None = None,
 ) -> int:
     """One run proposed by the W&B agent (called in the agent's run process); returns the
-    exit code of its ``abc-lab train``. A run that would repeat an earlier run of this sweep
-    dir (e.g. fp at another M) does not train: its W&B run gets the earlier run's metrics."""
+    exit code of its ``abc-lab train``. The sweep runner runs it as it runs offline
+    proposals (process group, shared state, duplicates): a run that would repeat an earlier
+    run of this sweep dir (e.g. fp at another M) does not train, and its W&B run gets the
+    earlier run's metrics."""
     run_id = os.environ.get("WANDB_RUN_ID", "run")
     params = read_params(os.environ[PARAM_PATH_ENV])
-    run_dir = Path(sweep_dir).resolve() / RUNS_DIR / run_id
-    key = dedupe_key(spec, params, config_dir)
-    with _locked_state(sweep_dir) as state:
-        same = next(
-            (
-                r
-                for r in state.get("runs", [])
-                if r.get("dedupe") == key and r["state"] != "duplicate"
-            ),
-            None,
-        )
-        entry = {"name": run_id, "params": params, "dedupe": key, "started_at": now_iso()}
-        if same is None:
-            entry.update(state="running", run_dir=str(run_dir))
-        else:
-            entry.update(state="duplicate", same_as=same["name"], run_dir=None)
-        state.setdefault("runs", []).append(entry)
-    if same is not None:
-        _log_duplicate(same)
-        return 0
-    argv = [*command(), *spec.run_overrides(params), *online_overrides(spec, config_dir)]
-    argv.append(f"hydra.run.dir='{run_dir}'")
-    env = {**os.environ, "WANDB_MODE": "online"}
-    run_dir.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen(
-        argv, stdin=subprocess.DEVNULL, env=env, process_group=0, preexec_fn=_die_with_parent
+    runner = SweepRunner(
+        spec, sweep_dir, AgentEngine(params), command=command, stream_output=True,
+        config_dir=config_dir, extra_overrides=online_overrides(spec, config_dir),
+        env={"WANDB_MODE": "online"},
+    )  # fmt: skip
+    previous = signal.signal(
+        signal.SIGTERM, lambda *_: runner.stop_current("stopped by the W&B sweep")
     )
-    previous = signal.signal(signal.SIGTERM, lambda *_: stop_process(proc))  # W&B stops a run
     try:
-        code = proc.wait()
+        return runner.run_proposal(params, run_id)
     finally:
         signal.signal(signal.SIGTERM, previous)
-    record = read_record(run_dir)
-    if record is not None:
-        _push_summary(record)
-    with _locked_state(sweep_dir) as state:
-        for r in state.get("runs", []):
-            if r["name"] == run_id:
-                r["state"] = (record or {}).get("status") or ("finished" if code == 0 else "failed")
-                r["exitcode"] = code
-                r["ended_at"] = now_iso()
-    return code
 
 
 def _push_summary(record: Mapping[str, Any], config: Mapping[str, Any] | None = None) -> None:
@@ -138,12 +122,6 @@ def _push_summary(record: Mapping[str, Any], config: Mapping[str, Any] | None = 
         run.finish()
     except Exception as exc:
         Console(stderr=True).print(f"[yellow]W&B summary not updated: {_one_line(exc)}[/]")
-
-
-def _log_duplicate(same: Mapping[str, Any]) -> None:
-    """Give the agent's W&B run the metrics of the run it repeats, instead of training."""
-    record = read_record(Path(same["run_dir"])) if same.get("run_dir") else None
-    _push_summary(record or {}, config={"duplicate_of": same["name"]})
 
 
 def run_online(

@@ -17,6 +17,7 @@ from rich.console import Console
 from ..configs import config_dir
 from ..errors import UserError
 from ..runs import RECORD_NAME, now_iso, write_record
+from ..runs.metrics import metric_value
 from .resolvers import register_resolvers
 
 
@@ -76,8 +77,9 @@ def failed_at_start(cfg: DictConfig, run_dir: Path, error: str) -> dict:
     }  # fmt: skip
 
 
-def task(cfg: DictConfig) -> None:
-    """Run one job. Bad input: one line on stderr and exit 2 (single run) or a failed
+def task(cfg: DictConfig) -> float | None:
+    """Run one job and return its ``optimized_metric`` (for Hydra sweeper plugins; None when
+    not measured). Bad input: one line on stderr and exit 2 (single run) or a failed
     record (multirun, so the other jobs go on). A crash: failed record, then exit 1 for a
     single run; a multirun records it and continues."""
     from .train import discard_run_dir, train
@@ -91,7 +93,7 @@ def task(cfg: DictConfig) -> None:
         err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
         if _is_multirun():
             write_record(run_dir, failed_at_start(cfg, run_dir, str(err)))
-            return
+            return None
         discard_run_dir(run_dir)
         sys.exit(2)
     except KeyboardInterrupt:
@@ -104,10 +106,11 @@ def task(cfg: DictConfig) -> None:
         err_console.print(f"[bold red]training failed:[/] {type(err).__name__}: {err}")
         err_console.print(f"the run is recorded as failed in {run_dir / RECORD_NAME}")
         if _is_multirun():
-            return
+            return None
         raise
     if int(os.environ.get("LOCAL_RANK", "0")) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0:
         _closing_summary(record, console)
+    return metric_value(record, cfg.get("optimized_metric") or "best_val/acc1")
 
 
 def run_hydra(argv: list[str]) -> int:

@@ -7,6 +7,8 @@ from pathlib import Path
 
 from rich.console import Console
 
+HELP = "compare runs with their full-precision baselines (abc-lab report outputs/...)"
+
 
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(
@@ -28,9 +30,20 @@ def main(argv: list[str]) -> int:
         help="copy the records into <out>/<name>/records/ and build from the copy",
     )
     args = p.parse_args(argv)
-    from .build import build_report
+    from ..reports.build import build_report
+    from ..runs import load_runs
 
     console = Console()
+    loaded = load_runs(args.paths)
+    if not loaded.runs:
+        searched = ", ".join(str(p) for p in args.paths)
+        why = "; ".join(f"{p.path}: {p.reason}" for p in loaded.problems[:3])
+        Console(stderr=True, soft_wrap=True).print(
+            f"[bold red]error:[/] no usable run records in {searched} "
+            f"({loaded.files_seen} results.json read{'; ' + why if why else ''})",
+            highlight=False,
+        )
+        return 1
     name = args.name or args.paths[-1].resolve().name
     try:  # build_report prints the main table and where it wrote
         out = build_report(

@@ -15,7 +15,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
-from .spec import SpecError, load_spec
+from ..sweeps.spec import SpecError, load_spec
+
+HELP = "run a W&B sweep definition, online or offline (abc-lab sweep sweeps/bases.yaml)"
 
 EPILOG = """examples:
   abc-lab sweep sweeps/bases.yaml                        # offline, every grid point
@@ -94,12 +96,12 @@ def main(argv: list[str]) -> int:
             )
             return 0
         if online:
-            from .online import run_online
+            from ..sweeps.online import run_online
 
             return run_online(
                 spec, args.sweep_dir, args.count, args.project, args.entity, args.sweep_id, console
             )
-        from .offline import OfflineSweep, default_sweep_dir
+        from ..sweeps.offline import OfflineSweep, default_sweep_dir
 
         if args.where:
             print(args.sweep_dir or default_sweep_dir(spec, spec.extra))

@@ -1,0 +1,56 @@
+"""`abc-lab init-check`: top-1 of binary configurations at an fp run's weights."""
+
+from __future__ import annotations
+
+import argparse
+
+from rich.console import Console
+
+HELP = "top-1 of binary configurations at an fp run's weights (what init_from gives)"
+
+
+def main(argv: list[str]) -> int:
+    """Validation top-1 of binary configurations at a full-precision run's weights, as loaded
+    and after recalibrating BatchNorm statistics (the start that init_from gives)."""
+    from rich.markup import escape
+    from rich.progress import Progress
+    from rich.table import Table
+
+    from ..errors import UserError
+    from ..initcheck import BETA_INITS, init_check
+
+    p = argparse.ArgumentParser(prog="abc-lab init-check", description=main.__doc__)
+    p.add_argument("source", help="fp run directory (its best checkpoint) or a .ckpt in one")
+    p.add_argument(
+        "--quant", nargs="+", default=["xnor", "abc:3:0", "abc:1:1", "abc:3:3", "abc:5:5"],
+        help="fp, bnn, bwn, xnor or abc:M:N (default: %(default)s)",
+    )  # fmt: skip
+    p.add_argument("--beta-init", nargs="+", default=list(BETA_INITS), choices=list(BETA_INITS))
+    p.add_argument("--images", type=int, default=5000, help="validation images evaluated")
+    p.add_argument("--recal-batches", type=int, default=20, help="training batches for BN")
+    args = p.parse_args(argv)
+    console = Console(emoji=False)  # "abc:M:N" is no emoji code
+    try:
+        with Progress(console=console, transient=True) as prog:
+            task = prog.add_task("quantize + evaluate", total=None)
+            results = init_check(
+                args.source, args.quant, args.beta_init, args.images, args.recal_batches,
+                progress=lambda done, total: prog.update(task, completed=done, total=total),
+            )  # fmt: skip
+    except UserError as err:
+        console.print(f"[bold red]error:[/] {escape(str(err))}")
+        return 2
+    table = Table(
+        title=f"top-1 % and loss at the fp weights of {args.source} ({args.images} val images)"
+    )
+    recal = f"BN recalibrated ({args.recal_batches} b.)"
+    cols = ("quantizer", "β init", "as loaded: top-1", "loss", f"{recal}: top-1", "loss")
+    for col in cols:
+        table.add_column(col, justify="left" if col in ("quantizer", "β init") else "right")
+    for r in results:
+        table.add_row(
+            r.label, r.beta_init, f"{100 * r.top1_loaded:.2f}", f"{r.loss_loaded:.3f}",
+            f"{100 * r.top1_recalibrated:.2f}", f"{r.loss_recalibrated:.3f}",
+        )  # fmt: skip
+    console.print(table)
+    return 0
