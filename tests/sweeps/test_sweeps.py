@@ -250,9 +250,14 @@ os.makedirs(run_dir, exist_ok=True)
 M, epochs = int(args.get("quant.M", 3)), int(args.get("trainer.max_epochs", 4))
 with open(os.path.join(os.path.dirname(run_dir), "..", "argv.log"), "a") as f:
     f.write(json.dumps(sys.argv[1:]) + "\\n")
-rec = {"schema": "abc-lab/run-record", "version": 1, "status": "running", "error": None,
-       "run_dir": run_dir, "key": {"quant": "abc", "M": M}, "epochs_done": 0, "history": [],
-       "metrics": {"val": None, "best_val": None, "test": None}, "wall_time_s": 0.0}
+rec = {"schema": "abc-lab/run-record", "version": 2, "status": "running", "error": None,
+       "started_at": repr(time.time()),
+       "run_dir": run_dir, "epochs_done": 0, "history": [], "wall_time_s": 0.0,
+       "key": {"model.name": "fake", "data.name": "fake", "quant.name": "abc", "quant.M": M,
+               "seed": 0},
+       "quant": {"name": "abc", "label": f"abc({M},3)", "family": "multi-base",
+                 "weight_bases": M, "activation_bases": 3, "fields": ["M"]},
+       "metrics": {"val": None, "best_val": None, "test": None}}
 def save():
     with open(run_dir + "/results.tmp", "w") as f:
         json.dump(rec, f)
@@ -553,3 +558,59 @@ def test_where_prints_the_sweep_dir_the_same_command_uses(
     assert cli.main([str(file), "--where", "--sweep-dir", "x/y"]) == 0
     assert capsys.readouterr().out.strip() == "x/y"
     assert not (tmp_path / "multirun").exists()  # nothing was created
+
+
+SWEEP_DRIVER = """
+import sys
+from pathlib import Path
+from rich.console import Console
+from abc_lab.sweeps.offline import OfflineSweep
+from abc_lab.sweeps.spec import load_spec
+spec = load_spec(sys.argv[1], ["trainer.max_epochs=2"], compose_check=False)
+command = [sys.executable, sys.argv[3]]
+runner = OfflineSweep(spec, Path(sys.argv[2]), poll_s=0.1, command=lambda: command)
+sys.exit(runner.run())
+"""
+
+
+@pytest.mark.faults
+@pytest.mark.parametrize("fault", ["run_started:2", "run_ended:1", "summary"])
+def test_sweep_driver_killed_anywhere_resumes_without_repeating_finished_runs(
+    tmp_path: Path, fault: str
+) -> None:
+    engine()
+    spec = write(
+        tmp_path / "grid.yaml",
+        "method: grid\nparameters:\n  quant.M: {values: [1, 2, 3]}\n" + COMMAND,
+    )
+    driver = tmp_path / "driver.py"
+    driver.write_text(SWEEP_DRIVER)
+    fake = fake_trainer(tmp_path)[1]
+    sweep = tmp_path / "sweep"
+    argv = [sys.executable, str(driver), str(spec), str(sweep), fake]
+    killed = subprocess.run(
+        argv, cwd=tmp_path, env={**ENV, "ABC_LAB_SWEEP_FAULT": fault}, capture_output=True
+    )
+    assert killed.returncode == -9
+    before = {
+        r["name"]: read_record(Path(r["run_dir"]))["started_at"]
+        for r in state_of(sweep)["runs"]
+        if r.get("run_dir")
+        and read_record(Path(r["run_dir"]))
+        and read_record(Path(r["run_dir"]))["status"] == "finished"
+    }
+    assert before  # at least the first run had finished
+
+    again = subprocess.run(argv, cwd=tmp_path, env=ENV, capture_output=True, text=True)
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    runs = state_of(sweep)["runs"]
+    assert [r["params"]["quant.M"] for r in runs] == [1, 2, 3]
+    assert [r["state"] for r in runs] == ["finished"] * 3
+    for name, started in before.items():  # finished before the kill: not trained again
+        run = next(r for r in runs if r["name"] == name)
+        assert read_record(Path(run["run_dir"]))["started_at"] == started
+    if fault == "run_ended:1":  # it had finished when the driver died: adopted, not re-run
+        assert not (sweep / "interrupted").exists()
+    summary = json.loads((sweep / "summary.json").read_text())
+    assert summary["counts"] == {"finished": 3}
+    assert len((sweep / "argv.log").read_text().splitlines()) == 3 + (fault == "run_started:2")

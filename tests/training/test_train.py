@@ -109,7 +109,7 @@ def test_init_from_loads_full_precision_weights(compose_cfg, tmp_path):
         (["paths.data_dir=/nonexistent/fmnist"], "/nonexistent/fmnist"),
         (["init_from=/nonexistent/x.ckpt"], "does not exist"),
         (["ckpt_path=/nonexistent/x.ckpt"], "does not exist"),
-        (["ckpt_path=last"], "holds no last.ckpt"),
+        (["ckpt_path=last"], "holds no run to resume"),
     ],
 )
 def test_bad_input_is_rejected_before_training(compose_cfg, overrides, words):

@@ -183,10 +183,10 @@ def activation_params_table(rows: list[Row]) -> Table | None:
             moved, betas, beta0 = [], [], []
             for name, layer in run.quant_params.items():
                 init = start.get(name) or {}
-                v0 = init.get("v") or []
-                moved += [abs(v - s) for v, s in zip(layer.get("v") or [], v0, strict=False)]
-                betas += layer.get("beta") or []
-                beta0 += init.get("beta") or []
+                pairs = zip(layer.get("v") or [], init.get("v") or [], strict=False)
+                moved += [abs(v - s) for v, s in pairs if v is not None and s is not None]
+                betas += [b for b in layer.get("beta") or [] if b is not None]
+                beta0 += [b for b in init.get("beta") or [] if b is not None]
             if not moved or not betas:
                 continue
             body.append(

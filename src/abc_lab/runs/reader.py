@@ -270,7 +270,15 @@ def validate_record(data: Any) -> str | None:
 
 
 def _is_number_or_none(value: Any) -> bool:
-    return value is None or (isinstance(value, int | float) and not isinstance(value, bool))
+    """None, a float, or an integer that fits 64 bits (larger ones are corruption)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return abs(value) < 2**63
+    return value is None or isinstance(value, float)
+
+
+def _finite_or_none(text: str) -> float | None:
+    value = float(text)
+    return value if math.isfinite(value) else None
 
 
 # Key fields every record of a version must hold for its runs to be grouped and matched.
@@ -289,7 +297,8 @@ def load_record(path: Path) -> Run | Problem:
     except (OSError, UnicodeDecodeError) as exc:
         return Problem(path, f"unreadable: {exc.__class__.__name__}: {exc}")
     try:
-        data = json.loads(text, parse_constant=lambda _: None)  # NaN, Infinity: not measured
+        # NaN, Infinity and overflowing literals (1e999) read as null: not measured
+        data = json.loads(text, parse_constant=lambda _: None, parse_float=_finite_or_none)
     except (json.JSONDecodeError, RecursionError) as exc:
         where = f" at line {exc.lineno} column {exc.colno}" if hasattr(exc, "lineno") else ""
         return Problem(path, f"corrupt JSON: {getattr(exc, 'msg', exc)}{where}")
@@ -297,7 +306,10 @@ def load_record(path: Path) -> Run | Problem:
     if reason is not None:
         return Problem(path, reason)
     if data["version"] == 1:
-        data = upgrade(data)
+        try:
+            data = upgrade(data)
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            return Problem(path, f"invalid version-1 record: cannot read its key ({exc})")
     return Run(Path(path), data)
 
 

@@ -40,6 +40,24 @@ DONE_STATES = ("finished", "failed", "stopped")
 MAX_DUPLICATES_IN_A_ROW = 50
 
 
+# Fault injection for the reliability tests: ABC_LAB_SWEEP_FAULT=<point>[:<n>] makes the sweep
+# driver kill itself (SIGKILL) the n-th time it reaches <point>: run_started (its run's
+# process is up and the state saved), run_ended (the run's process has exited, its state not
+# yet saved), summary (every run done, before the summary is written).
+FAULT_ENV = "ABC_LAB_SWEEP_FAULT"
+_fault_counts: dict[str, int] = {}
+
+
+def _fault(point: str) -> None:
+    plan = os.environ.get(FAULT_ENV, "")
+    name, _, n = plan.partition(":")
+    if name != point:
+        return
+    _fault_counts[point] = _fault_counts.get(point, 0) + 1
+    if _fault_counts[point] >= int(n or 1):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 class SweepEngine(Protocol):
     """What proposes a sweep's runs. ``runs`` are the entries of the sweep state (name,
     params, state, run_dir, …), oldest first."""
@@ -253,7 +271,14 @@ class SweepRunner:
         for run in self.runs:
             if run["state"] not in ("running", "pending"):
                 continue
-            if _alive(run.get("pid"), run.get("pid_start")):
+            record = read_record(Path(run["run_dir"])) if run.get("run_dir") else None
+            alive = _alive(run.get("pid"), run.get("pid_start"))
+            if record is not None and record.get("status") == "finished" and not alive:
+                # it finished after the driver's last save: adopt it, never train it twice
+                run.update(state="finished", pid=None, pid_start=None, ended_at=now_iso())
+                self.save()
+                continue
+            if alive:
                 self.console.print(
                     f"[yellow]{run['name']}: stopping its stray process {run['pid']}[/]"
                 )
@@ -343,6 +368,7 @@ class SweepRunner:
                 command=argv,
             )
             self.save()
+            _fault("run_started")
             stop_reason = None
             seen = -1
             while proc.poll() is None:
@@ -357,6 +383,7 @@ class SweepRunner:
                         break
             exitcode = proc.wait()
             stop_reason = stop_reason or self._stop_reason
+            _fault("run_ended")
         self._proc = None
         run.update(exitcode=exitcode, ended_at=now_iso(), pid=None, pid_start=None)
         record = read_record(run_dir)
@@ -491,6 +518,7 @@ class SweepRunner:
 
     def finish(self) -> Path:
         """Write the sweep summary and build the report from the runs' records."""
+        _fault("summary")
         counts: dict[str, int] = {}
         for r in self.runs:
             counts[r["state"]] = counts.get(r["state"], 0) + 1

@@ -28,6 +28,8 @@ from ..quant.functional import set_kernel
 from ..runs import derive_key, read_run
 from . import checkpoints as ckpts
 from .callbacks import latest_checkpoint
+from .checkpoint_io import AtomicCheckpointIO
+from .faults import fault_callbacks
 from .lightning_data import LightningData
 from .recorder import RunRecorder, git_info, library_versions
 
@@ -121,15 +123,18 @@ def preflight(cfg: DictConfig, run_dir: Path) -> Checked:
     if cfg.ckpt_path:
         if cfg.ckpt_path == "last":
             latest = latest_checkpoint(run_dir)
-            if latest is None:
+            if latest is None and read_run(run_dir) is None:
                 raise UserError(
-                    f"ckpt_path=last but '{run_dir}/checkpoints' holds no last.ckpt; point "
+                    f"ckpt_path=last but '{run_dir}' holds no run to resume; point "
                     "hydra.run.dir at the run to resume or pass ckpt_path=<path to a .ckpt>"
                 )
-            resume = str(latest)
+            if latest is None:  # killed before its first checkpoint: nothing to lose
+                console.print(f"{run_dir} has no checkpoint yet: training it from the start")
+            resume = None if latest is None else str(latest)
         else:
             resume = str(cfg.ckpt_path)
-        resume_state = ckpts.model_state(ckpts.read_checkpoint(resume, "ckpt_path"))
+        if resume is not None:
+            resume_state = ckpts.model_state(ckpts.read_checkpoint(resume, "ckpt_path"))
     return Checked(q, datamodule, init_state, resume, resume_state)
 
 
@@ -205,7 +210,12 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     callbacks = [build(n) for n in cfg.callbacks.values() if n is not None] if cfg.callbacks else []
     if not loggers:  # learning rates still reach results.json; the monitor needs a logger
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
-    trainer: pl.Trainer = build(cfg.trainer, callbacks=[*callbacks, recorder], logger=loggers)
+    trainer: pl.Trainer = build(
+        cfg.trainer,
+        callbacks=[*callbacks, recorder, *fault_callbacks()],
+        logger=loggers,
+        plugins=[AtomicCheckpointIO()],
+    )
     wandb_logger = next((lg for lg in loggers if type(lg).__name__ == "WandbLogger"), None)
     status, error = "failed", None
     try:
