@@ -9,8 +9,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-from rich.console import Console
-
 USAGE = """usage: abc-lab <command> [args]
 
 commands:
@@ -30,6 +28,7 @@ def _bench(argv: list[str]) -> int:
     from rich.table import Table
 
     from .bench import default_cases, run_benchmark
+    from .console import make_console
 
     p = argparse.ArgumentParser(prog="abc-lab bench", description=_bench.__doc__)
     p.add_argument("--model", default="resnet20")
@@ -41,7 +40,7 @@ def _bench(argv: list[str]) -> int:
     p.add_argument("--no-reference", action="store_true", help="skip the slow M·N paths")
     p.add_argument("--device", default="cpu")
     args = p.parse_args(argv)
-    console = Console()
+    console = make_console()
     cases = default_cases(reference=[] if args.no_reference else None)
     console.print(
         f"[bold]Training step[/]: {args.model}, {args.in_channels}x{args.input_size}x"
@@ -71,6 +70,7 @@ def _init_check(argv: list[str]) -> int:
     from rich.progress import Progress
     from rich.table import Table
 
+    from .console import make_console
     from .initcheck import BETA_INITS, init_check
     from .training.errors import UserError
 
@@ -84,7 +84,7 @@ def _init_check(argv: list[str]) -> int:
     p.add_argument("--images", type=int, default=5000, help="validation images evaluated")
     p.add_argument("--recal-batches", type=int, default=20, help="training batches for BN")
     args = p.parse_args(argv)
-    console = Console(emoji=False)  # "abc:M:N" is no emoji code
+    console = make_console(emoji=False)  # "abc:M:N" is no emoji code
     try:
         with Progress(console=console, transient=True) as prog:
             task = prog.add_task("quantize + evaluate", total=None)
@@ -112,10 +112,11 @@ def _init_check(argv: list[str]) -> int:
 
 
 def _models(argv: list[str]) -> int:
+    from .console import make_console
     from .models import list_models
     from .quant import list_quantizers
 
-    Console().print(
+    make_console().print(
         f"models: {', '.join(list_models())}\nquantizers: {', '.join(list_quantizers())}"
     )
     return 0

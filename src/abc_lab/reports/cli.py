@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rich.console import Console
+from ..console import make_console
 
 
 def main(argv: list[str]) -> int:
@@ -30,7 +30,7 @@ def main(argv: list[str]) -> int:
     args = p.parse_args(argv)
     from .build import build_report
 
-    console = Console()
+    console = make_console()
     name = args.name or args.paths[-1].resolve().name
     try:  # build_report prints the main table and where it wrote
         out = build_report(
