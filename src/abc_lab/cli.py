@@ -18,6 +18,7 @@ commands:
   bench    time training steps of fp and ABC configurations side by side
   init-check  top-1 of binary configurations at an fp run's weights (what init_from gives)
   models   list models and quantizers
+  bench-startup  time the quick answers (--help, --cfg job, rejected input) as fresh processes
 
 `abc-lab <command> --help` explains each."""
 
@@ -146,6 +147,10 @@ def main(argv: list[str] | None = None) -> int:
         return _init_check(rest)
     if command == "models":
         return _models(rest)
+    if command == "bench-startup":
+        from .startup_bench import main as startup_main
+
+        return startup_main(rest)
     print(f"abc-lab: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
     return 2
 
