@@ -118,7 +118,8 @@ def test_report_table_is_whole_without_terminal(together):
     assert res.returncode == 0, res.stderr[-3000:]
     short = [ln for ln in res.stdout.splitlines() if 0 < len(ln.strip("│┃ ")) <= 2]
     assert len(short) < 5, res.stdout[:3000]  # no column squeezed to a letter per line
-    assert any("abc(3,3)" in ln and "resnet20" in ln for ln in res.stdout.splitlines())
+    row = next(ln for ln in res.stdout.splitlines() if "abc(3,3)" in ln)
+    assert "no baseline" in row and "9.1×" in row, row  # one table row, one line
 
 
 def test_multirun_sweep_dirs_are_unique(compose_cfg):
