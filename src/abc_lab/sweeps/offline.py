@@ -27,6 +27,7 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
+from ..console import make_console
 from ..record_format import RECORD_NAME, now_iso, write_json_atomic
 from .records import mark_record, metric_history, read_record, summary_metrics
 from .spec import SpecError, SweepSpec, compose_train
@@ -176,7 +177,7 @@ class OfflineSweep:
         self.spec = spec
         self.sweep_dir = Path(sweep_dir).resolve()
         self.count = count
-        self.console = console or Console()
+        self.console = console or make_console()
         self.poll_s = poll_s
         self.command = command
         self.stream_output = stream_output

@@ -17,6 +17,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from ..console import make_console
 from ..record_format import RECORD_NAME, now_iso, write_json_atomic
 from .records import metric_value, read_record
 
@@ -222,7 +223,7 @@ def write_summary(
     write_json_atomic(root / SUMMARY_JSON, data)
     md = root / SUMMARY_MD
     md.write_text(render_markdown(rows, root, title), encoding="utf-8")
-    (console or Console()).print(rich_table(rows, root, title))
+    (console or make_console()).print(rich_table(rows, root, title))
     return md
 
 
@@ -231,7 +232,7 @@ def build_sweep_report(
 ) -> Path | None:
     """Build the comparison report into ``<root>/report`` from ``record_paths``; None when the
     report builder is not installed (the summary table stands in for it) or fails."""
-    console = console or Console()
+    console = console or make_console()
     try:
         from abc_lab.reports.build import build_report
     except ImportError:
@@ -258,7 +259,7 @@ def summarize(
     console: Console | None = None,
 ) -> Path:
     """Write and print the summary of ``rows``, then build the report; returns ``summary.md``."""
-    console = console or Console()
+    console = console or make_console()
     md = write_summary(root, rows, title, extra, console)
     with_records = [Path(r.job_dir) for r in rows if (Path(r.job_dir) / RECORD_NAME).is_file()]
     build_sweep_report(root, with_records, console)
