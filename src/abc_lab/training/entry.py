@@ -112,11 +112,11 @@ def quiet_third_party_noise() -> None:
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
         _DropMessages("try installing [litlogger]")
     )
-    # the same deprecation notice from fit and from test: show each once
-    for category in (DeprecationWarning, FutureWarning):
-        warnings.filterwarnings("once", category=category)
+    # the same deprecation notice from fit and from test: show each once (FutureWarning and
+    # Lightning's deprecations are shown by default; other DeprecationWarnings stay hidden)
+    warnings.filterwarnings("once", category=FutureWarning)
     warnings.filterwarnings("once", message=r"The `srun` command is available")
-    try:  # Lightning's deprecation category is no DeprecationWarning subclass
+    try:  # Lightning turns its own deprecation category on ("default": once per call site)
         from lightning.fabric.utilities.rank_zero import LightningDeprecationWarning
 
         warnings.filterwarnings("once", category=LightningDeprecationWarning)
