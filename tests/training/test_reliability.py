@@ -107,6 +107,28 @@ def test_normal_run_prints_no_third_party_noise(together):
         both = out + err
         assert "litlogger" not in both
         assert both.count("`isinstance(treespec, LeafSpec)` is deprecated") <= 1
+        assert both.count("The `srun` command is available") <= 1  # where srun exists
+
+
+def test_repeated_warning_is_logged_once(caplog):
+    import logging
+    import warnings
+
+    from abc_lab.training.entry import route_logs
+
+    route_logs()
+    with caplog.at_level(logging.WARNING, logger="py.warnings"):
+        for _ in range(3):
+            with warnings.catch_warnings():  # as libraries do: the registry forgets
+                warnings.simplefilter("always")
+                warnings.warn("the same notice", UserWarning, stacklevel=1)
+        warnings.warn("another notice", UserWarning, stacklevel=1)
+    logging.captureWarnings(False)
+    texts = [r.getMessage() for r in caplog.records if r.name == "py.warnings"]
+    assert [t.split("UserWarning: ")[1].splitlines()[0] for t in texts] == [
+        "the same notice", "another notice",
+    ]  # fmt: skip
+    assert not any(t.endswith("\n") for t in texts)
 
 
 def test_report_table_is_whole_without_terminal(together):

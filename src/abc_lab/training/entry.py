@@ -83,12 +83,20 @@ class _DropMessages(logging.Filter):
         return not any(n in message for n in self.needles)
 
 
-class _StripNewline(logging.Filter):
-    """Warnings arrive formatted with a final newline; the log handler adds its own."""
+class _WarningLines(logging.Filter):
+    """Warnings as log lines: without the formatted warning's final newline (the handler adds
+    its own), and each distinct text once per process (Lightning repeats some per stage)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[str] = set()
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple) and len(record.args) == 1:
-            record.args = (str(record.args[0]).rstrip("\n"),)
+        text = record.getMessage().rstrip("\n")
+        record.msg, record.args = text, ()
+        if text in self.seen:
+            return False
+        self.seen.add(text)
         return True
 
 
@@ -97,8 +105,8 @@ def route_logs() -> None:
     (terminal and train.log, conf/hydra/default.yaml) instead of their own handlers."""
     logging.captureWarnings(True)
     warnings_logger = logging.getLogger("py.warnings")
-    if not any(isinstance(f, _StripNewline) for f in warnings_logger.filters):
-        warnings_logger.addFilter(_StripNewline())
+    if not any(isinstance(f, _WarningLines) for f in warnings_logger.filters):
+        warnings_logger.addFilter(_WarningLines())
     if logging.getLogger().handlers:  # Hydra configured logging: one place prints
         lightning_logger = logging.getLogger("lightning")
         for handler in list(lightning_logger.handlers):
@@ -115,7 +123,6 @@ def quiet_third_party_noise() -> None:
     # the same deprecation notice from fit and from test: show each once (FutureWarning and
     # Lightning's deprecations are shown by default; other DeprecationWarnings stay hidden)
     warnings.filterwarnings("once", category=FutureWarning)
-    warnings.filterwarnings("once", message=r"The `srun` command is available")
     try:  # Lightning turns its own deprecation category on ("default": once per call site)
         from lightning.fabric.utilities.rank_zero import LightningDeprecationWarning
 
