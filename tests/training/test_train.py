@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 import signal
@@ -205,9 +206,16 @@ def test_wandb_offline_run_is_recorded_and_finished(tmp_path):
     assert "wandb sync" in res.stdout
 
 
+def _val_epochs(metrics_csv: Path) -> list[int]:
+    with open(metrics_csv, newline="") as fh:
+        return sorted(int(float(r["epoch"])) for r in csv.DictReader(fh) if r.get("val/acc1"))
+
+
 def test_resume_after_sigkill_reaches_the_same_epoch_count(tmp_path):
+    """Resuming continues the run: history, start time, wall time, W&B run and CSV rows."""
     args = [
-        "train", *[s for s in SHRINK_CLI if "limit_train" not in s and "max_epochs" not in s],
+        "train", *[s for s in SHRINK_CLI if "limit_train" not in s and "max_epochs" not in s
+                   and s != "logger=none"],
         "trainer.max_epochs=3", "+trainer.limit_train_batches=8", "data.train_subset=256",
         "callbacks.checkpoint_steps.every_n_train_steps=3", "hydra.run.dir=run",
     ]  # fmt: skip
@@ -231,12 +239,21 @@ def test_resume_after_sigkill_reaches_the_same_epoch_count(tmp_path):
     proc.wait()
     killed = json.loads(record_path.read_text())
     assert killed["status"] == "running" and 1 <= killed["epochs_done"] < 3
+    metrics_csv = tmp_path / "run" / "csv" / "metrics.csv"
+    assert 0 in _val_epochs(metrics_csv)
     res = run_cli(*args, "ckpt_path=last", cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     record = json.loads(record_path.read_text())
     assert record["status"] == "finished" and record["epochs_done"] == 3
     assert [h["epoch"] for h in record["history"]] == [0, 1, 2]
     assert record["history"][0] == killed["history"][0]  # nothing lost from before the kill
+    assert record["started_at"] == killed["started_at"]
+    assert record["wall_time_s"] > killed["wall_time_s"]
+    assert record["wandb"]["id"] == killed["wandb"]["id"]  # the same W&B run continues
+    runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 2 and all(r.name.endswith(f"-{killed['wandb']['id']}") for r in runs)
+    assert _val_epochs(metrics_csv) == [0, 1, 2]  # the CSV keeps the rows from before the kill
+    assert "anonymous setting" not in res.stdout + res.stderr
 
 
 def test_ddp_with_two_cpu_processes(tmp_path):

@@ -9,4 +9,5 @@ COMMANDS = {
     "bench": "bench",
     "init-check": "init_check",
     "models": "models",
+    "bench-startup": "bench_startup",
 }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from rich.console import Console
+from ..console import make_console
 
 HELP = "time training steps of fp and ABC configurations side by side"
 
@@ -26,7 +26,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--no-reference", action="store_true", help="skip the slow M·N paths")
     p.add_argument("--device", default="cpu")
     args = p.parse_args(argv)
-    console = Console()
+    console = make_console()
     cases = default_cases(reference=[] if args.no_reference else None)
     console.print(
         f"[bold]Training step[/]: {args.model}, {args.in_channels}x{args.input_size}x"

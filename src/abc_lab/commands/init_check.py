@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from rich.console import Console
+from ..console import make_console
 
 HELP = "top-1 of binary configurations at an fp run's weights (what init_from gives)"
 
@@ -29,7 +29,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--images", type=int, default=5000, help="validation images evaluated")
     p.add_argument("--recal-batches", type=int, default=20, help="training batches for BN")
     args = p.parse_args(argv)
-    console = Console(emoji=False)  # "abc:M:N" is no emoji code
+    console = make_console(emoji=False)  # "abc:M:N" is no emoji code
     try:
         with Progress(console=console, transient=True) as prog:
             task = prog.add_task("quantize + evaluate", total=None)

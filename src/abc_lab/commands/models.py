@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rich.console import Console
+from ..console import make_console
 
 HELP = "list models and quantizers"
 
@@ -12,7 +12,7 @@ def main(argv: list[str]) -> int:
     from ..models import list_models
     from ..quant import list_quantizers
 
-    Console().print(
+    make_console().print(
         f"models: {', '.join(list_models())}\nquantizers: {', '.join(list_quantizers())}"
     )
     return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rich.console import Console
+from ..console import make_console
 
 HELP = "compare runs with their full-precision baselines (abc-lab report outputs/...)"
 
@@ -33,12 +33,12 @@ def main(argv: list[str]) -> int:
     from ..reports.build import build_report
     from ..runs import load_runs
 
-    console = Console()
+    console = make_console()
     loaded = load_runs(args.paths)
     if not loaded.runs:
         searched = ", ".join(str(p) for p in args.paths)
         why = "; ".join(f"{p.path}: {p.reason}" for p in loaded.problems[:3])
-        Console(stderr=True, soft_wrap=True).print(
+        make_console(stderr=True).print(
             f"[bold red]error:[/] no usable run records in {searched} "
             f"({loaded.files_seen} results.json read{'; ' + why if why else ''})",
             highlight=False,

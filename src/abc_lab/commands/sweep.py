@@ -12,9 +12,9 @@ import os
 import sys
 from pathlib import Path
 
-from rich.console import Console
 from rich.markup import escape
 
+from ..console import make_console
 from ..sweeps.spec import SpecError, load_spec
 
 HELP = "run a W&B sweep definition, online or offline (abc-lab sweep sweeps/bases.yaml)"
@@ -78,8 +78,8 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     """Entry point of `abc-lab sweep`; returns the exit code (2 for a bad sweep or option)."""
-    console = Console()
-    err = Console(stderr=True)
+    console = make_console()
+    err = make_console(stderr=True)
     try:
         args = parser().parse_intermixed_args(argv)
     except SystemExit as exc:  # argparse printed the usage and the problem

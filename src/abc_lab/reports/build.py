@@ -19,6 +19,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.text import Text
 
+from ..console import make_console
 from ..runs import RECORD_NAME, LoadResult, Problem, load_runs
 from ..runs.key import QUANTIZER_FIELDS, SEED_FIELDS, override_value, without
 from . import figures, paper, patterns, tables
@@ -380,7 +381,7 @@ def build_report(
             note_blocks = parse_notes(Path(notes).read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError) as err:
             raise ValueError(f"notes file {notes}: {err}") from err
-    console = console or Console()
+    console = console or make_console()
     paths = [Path(p) for p in paths]
     out_dir = Path(out_root) / name
     fig_dir = out_dir / FIGURES_DIR

@@ -19,6 +19,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from ..console import make_console
 from ..runs import RECORD_NAME, now_iso, write_json_atomic
 from .metrics import metric_value, read_record
 
@@ -224,7 +225,7 @@ def write_summary(
     write_json_atomic(root / SUMMARY_JSON, data)
     md = root / SUMMARY_MD
     md.write_text(render_markdown(rows, root, title), encoding="utf-8")
-    (console or Console()).print(rich_table(rows, root, title))
+    (console or make_console()).print(rich_table(rows, root, title))
     return md
 
 
@@ -234,7 +235,7 @@ def build_sweep_report(
     """Build the comparison report into ``<root>/report`` from ``record_paths`` with
     ``abc-lab report`` (its own process: sweeps and reports share only the run records);
     None when it could not be built (the summary table stands in for it)."""
-    console = console or Console()
+    console = console or make_console()
     paths = [str(p) for p in record_paths]
     if not paths:
         console.print("[dim]no run records, so no comparison report[/]")
@@ -259,7 +260,7 @@ def summarize(
     console: Console | None = None,
 ) -> Path:
     """Write and print the summary of ``rows``, then build the report; returns ``summary.md``."""
-    console = console or Console()
+    console = console or make_console()
     md = write_summary(root, rows, title, extra, console)
     with_records = [Path(r.job_dir) for r in rows if (Path(r.job_dir) / RECORD_NAME).is_file()]
     build_sweep_report(root, with_records, console)

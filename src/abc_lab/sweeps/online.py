@@ -19,6 +19,7 @@ from typing import Any
 
 from rich.console import Console
 
+from ..console import make_console
 from ..runs import now_iso, write_json_atomic
 from .job_summary import summarize
 from .metrics import summary_metrics
@@ -121,7 +122,7 @@ def _push_summary(record: Mapping[str, Any], config: Mapping[str, Any] | None = 
         run.summary.update(summary_metrics(record))
         run.finish()
     except Exception as exc:
-        Console(stderr=True).print(f"[yellow]W&B summary not updated: {_one_line(exc)}[/]")
+        make_console(stderr=True).print(f"[yellow]W&B summary not updated: {_one_line(exc)}[/]")
 
 
 def run_online(
@@ -137,7 +138,7 @@ def run_online(
     """Create the sweep on W&B (or join ``sweep_id``) and run an agent for ``count`` runs."""
     import wandb
 
-    console = console or Console()
+    console = console or make_console()
     if sweep_id is None:
         try:
             sweep_id = wandb.sweep(spec.engine_config(), project=project, entity=entity)

@@ -27,6 +27,7 @@ from typing import Any, Protocol
 from rich.console import Console
 from rich.markup import escape
 
+from ..console import make_console
 from ..runs import RECORD_NAME, derive_key, now_iso, write_json_atomic
 from .job_summary import JobRow, job_row, summarize
 from .metrics import mark_record, metric_history, read_record, summary_metrics
@@ -184,7 +185,7 @@ class SweepRunner:
         self.spec = spec
         self.sweep_dir = Path(sweep_dir).resolve()
         self.count = count
-        self.console = console or Console()
+        self.console = console or make_console()
         self.poll_s = poll_s
         self.command = command
         self.stream_output = stream_output

@@ -98,6 +98,7 @@ class RunRecorder(pl.Callback):
         self.accept_state = True  # restore history from a checkpoint (resume), not when testing
         self._t0 = time.perf_counter()
         self._elapsed_before = 0.0
+        self._elapsed_floor = 0.0  # time a resumed run had spent before (its record's)
         self._train_time = 0.0
         self._train_samples = 0
         self._batch_t0 = 0.0
@@ -116,6 +117,14 @@ class RunRecorder(pl.Callback):
     def finish(self, status: str, error: str | None = None, **extra: Any) -> None:
         self.record.update(status=status, error=error, finished_at=now_iso(), **extra)
         self.write()
+
+    def continue_from(self, previous: dict[str, Any]) -> None:
+        """Resume the record an interrupted job left in the run directory: keep its start
+        time and count the wall time it had recorded (or, if later, the checkpoint's)."""
+        self.record["started_at"] = previous.get("started_at") or self.record["started_at"]
+        self._elapsed_floor = float(previous.get("wall_time_s") or 0.0)
+        self._elapsed_before = max(self._elapsed_before, self._elapsed_floor)
+        self._t0 = time.perf_counter()
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -136,7 +145,7 @@ class RunRecorder(pl.Callback):
         self.record["metrics"]["best_val"] = state.get("best_val")
         self.record["metrics"]["val"] = state.get("val")
         self.record["epochs_done"] = int(state.get("epochs_done", 0))
-        self._elapsed_before = float(state.get("elapsed", 0.0))
+        self._elapsed_before = max(float(state.get("elapsed", 0.0)), self._elapsed_floor)
         self._t0 = time.perf_counter()
         self._train_time = float(state.get("train_time", 0.0))
         self._train_samples = int(state.get("train_samples", 0))

@@ -66,7 +66,27 @@ def sweep_run(variant: str, run_dir: str) -> str:
     return str(max(found)[1])
 
 
+def unique_dir(base: str) -> str:
+    """A new directory named ``base``, or ``base-2``, ``base-3``… if that exists: created here.
+
+    ``mkdir`` fails when the directory exists, atomically, also on shared file systems
+    (NFS), so jobs started in the same second on one or several machines each get their
+    own run directory. Registered with a cache: Hydra resolves it once per job.
+    """
+    Path(base).parent.mkdir(parents=True, exist_ok=True)
+    n = 1
+    while True:
+        path = Path(base if n == 1 else f"{base}-{n}")
+        try:
+            path.mkdir()
+            return str(path)
+        except FileExistsError:
+            n += 1
+
+
 def register_resolvers() -> None:
+    if not OmegaConf.has_resolver("unique_dir"):
+        OmegaConf.register_new_resolver("unique_dir", unique_dir, use_cache=True)
     if not OmegaConf.has_resolver("data_info"):
         OmegaConf.register_new_resolver("data_info", data_info)
     if not OmegaConf.has_resolver("wandb_offline"):

@@ -7,7 +7,6 @@ quantizer, LightningModule, loggers, callbacks, trainer); every default lives in
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,19 +20,23 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 from rich.console import Console
 
+from ..console import make_console
 from ..data import DataError
 from ..errors import UserError
 from ..quant import QuantConfig, summarize
 from ..quant.functional import set_kernel
 from ..runs import derive_key, read_run
 from . import checkpoints as ckpts
+from . import resume
 from .callbacks import latest_checkpoint
 from .checkpoint_io import AtomicCheckpointIO
 from .faults import fault_callbacks
 from .lightning_data import LightningData
+from .precheck import quick_checks
 from .recorder import RunRecorder, git_info, library_versions
+from .rundir import discard_run_dir  # noqa: F401  (re-exported)
 
-console = Console(stderr=False)
+console = make_console()
 
 
 def build(node: DictConfig, named: bool = False, **kwargs: Any) -> Any:
@@ -93,17 +96,13 @@ class Checked:
     init_state: dict | None
     resume_path: str | None
     resume_state: dict | None
+    resume_step: int | None = None
 
 
 def preflight(cfg: DictConfig, run_dir: Path) -> Checked:
     """Every check a user's input can fail, before anything trains or is recorded."""
     q = quant_config(cfg)
-    lr = cfg.optim.get("lr")
-    if not isinstance(lr, int | float) or lr <= 0:
-        raise UserError(f"learning rate optim.lr={lr} must be a number > 0; pass e.g. optim.lr=0.1")
-    epochs = cfg.trainer.get("max_epochs")
-    if not isinstance(epochs, int) or epochs < 1:
-        raise UserError(f"trainer.max_epochs={epochs} must be an integer >= 1")
+    quick_checks(cfg)
     try:
         datamodule = build(cfg.data, named=True)
         datamodule.check()
@@ -119,7 +118,7 @@ def preflight(cfg: DictConfig, run_dir: Path) -> Checked:
     if init_from:
         cfg.init_from = ckpts.run_checkpoint(init_from, "init_from")
         init_state = ckpts.model_state(ckpts.read_checkpoint(cfg.init_from, "init_from"))
-    resume = resume_state = None
+    resume = resume_state = resume_step = None
     if cfg.ckpt_path:
         if cfg.ckpt_path == "last":
             latest = latest_checkpoint(run_dir)
@@ -134,8 +133,10 @@ def preflight(cfg: DictConfig, run_dir: Path) -> Checked:
         else:
             resume = str(cfg.ckpt_path)
         if resume is not None:
-            resume_state = ckpts.model_state(ckpts.read_checkpoint(resume, "ckpt_path"))
-    return Checked(q, datamodule, init_state, resume, resume_state)
+            resume_ckpt = ckpts.read_checkpoint(resume, "ckpt_path")
+            resume_state = ckpts.model_state(resume_ckpt)
+            resume_step = resume_ckpt.get("global_step")
+    return Checked(q, datamodule, init_state, resume, resume_state, resume_step)
 
 
 def build_model(cfg: DictConfig, checked: Checked) -> torch.nn.Module:
@@ -192,7 +193,12 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         scheduler=build(cfg.schedule, named=True),
         num_classes=dm.num_classes,
     )
-    loggers = [build(n) for n in cfg.logger.values() if n is not None] if cfg.logger else []
+    # resuming in the run's own directory continues its W&B run, CSV rows and start time
+    # (ckpt_path=last on a run killed before its first checkpoint starts over, same W&B run)
+    previous = resume.previous_record(run_dir) if cfg.ckpt_path else None
+    loggers = [
+        build(n, **resume.logger_kwargs(n, previous)) for n in cfg.logger.values() if n is not None
+    ] if cfg.logger else []  # fmt: skip
     recorder = RunRecorder(
         run_dir,
         {
@@ -207,6 +213,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             "wandb": None,
         },
     )
+    if previous is not None:
+        recorder.continue_from(previous)
     callbacks = [build(n) for n in cfg.callbacks.values() if n is not None] if cfg.callbacks else []
     if not loggers:  # learning rates still reach results.json; the monitor needs a logger
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
@@ -217,6 +225,15 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         plugins=[AtomicCheckpointIO()],
     )
     wandb_logger = next((lg for lg in loggers if type(lg).__name__ == "WandbLogger"), None)
+    init_args = getattr(wandb_logger, "_wandb_init", None)
+    if isinstance(init_args, dict) and init_args.get("anonymous") is None:
+        init_args.pop("anonymous", None)  # passed unset, W&B warns that the setting is gone
+    if previous is not None and trainer.is_global_zero:
+        for lg in loggers:
+            if type(lg).__name__ == "CSVLogger":
+                # no checkpoint: training starts over, so no earlier row is kept
+                step = checked.resume_step if checked.resume_path else -1
+                resume.continue_csv(lg, step)
     status, error = "failed", None
     try:
         if wandb_logger is not None:
@@ -261,13 +278,3 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 
             wandb.finish(exit_code=0 if status == "finished" else 1)
     return recorder.record
-
-
-def discard_run_dir(run_dir: Path) -> None:
-    """Remove a run directory that holds no result (only Hydra's own files), if it is one."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        return
-    leftovers = {p.name for p in run_dir.iterdir()} - {".hydra", "train.log"}
-    if not leftovers:
-        shutil.rmtree(run_dir, ignore_errors=True)

@@ -1,0 +1,42 @@
+"""Checks of a composed config that need no torch, run before the heavy imports.
+
+A rejected override (``quant.M=0``, ``optim.lr=0``) then answers in about a second instead
+of after importing torch and Lightning. The full checks (``train.preflight`` and
+``QuantConfig``) still run later; the messages here are the same as theirs (a test
+compares them).
+"""
+
+from __future__ import annotations
+
+import numbers
+
+from omegaconf import DictConfig
+
+from ..errors import UserError
+
+QUANT_HINT = " (check the quant.* overrides)"
+
+
+def _count(name: str, value: object, minimum: int) -> None:
+    """Same rule and message as ``abc_lab.quant.functional.check_count``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        else:
+            raise UserError(f"{name} must be an integer >= {minimum}, got {value!r}{QUANT_HINT}")
+    if int(value) < minimum:
+        raise UserError(f"{name} must be an integer >= {minimum}, got {int(value)}{QUANT_HINT}")
+
+
+def quick_checks(cfg: DictConfig) -> None:
+    """Raise UserError for bad base counts, learning rate or epoch count."""
+    quant = cfg.get("quant")
+    if quant is not None:
+        _count("M", quant.get("M", 3), 1)
+        _count("N", quant.get("N", 3), 0)
+    lr = cfg.optim.get("lr")
+    if not isinstance(lr, int | float) or isinstance(lr, bool) or lr <= 0:
+        raise UserError(f"learning rate optim.lr={lr} must be a number > 0; pass e.g. optim.lr=0.1")
+    epochs = cfg.trainer.get("max_epochs")
+    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
+        raise UserError(f"trainer.max_epochs={epochs} must be an integer >= 1")
