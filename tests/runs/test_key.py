@@ -69,9 +69,18 @@ def quant_fields(config: dict[str, Any]) -> tuple[str, ...]:
     return QuantConfig(**quant).used_fields()
 
 
-def set_leaf(config: dict[str, Any], dotted: str, value: Any) -> dict[str, Any]:
+def leaves(config: Any, path: tuple = ()) -> Any:
+    """(path, value) of every leaf (keys may hold dots themselves, e.g. Hydra's)."""
+    if isinstance(config, dict) and config:
+        for name, value in config.items():
+            yield from leaves(value, (*path, name))
+    elif path:
+        yield path, config
+
+
+def set_leaf(config: dict[str, Any], path: tuple, value: Any) -> dict[str, Any]:
     changed = copy.deepcopy(config)
-    *parents, leaf = dotted.split(".")
+    *parents, leaf = path
     node = changed
     for name in parents:
         node = node[name]
@@ -103,8 +112,9 @@ def test_every_leaf_changes_the_key_or_is_excluded(group: str, option: str) -> N
     key = derive_key(config, fields)
     unused = [f"quant.{n}" for n in config["quant"] if n not in (*fields, "name", "_target_")]
     forgotten = []
-    for name, value in flatten(config).items():
-        changed = set_leaf(config, name, another_value(name, value))
+    for path, value in leaves(config):
+        name = ".".join(path)
+        changed = set_leaf(config, path, another_value(name, value))
         if derive_key(changed, fields) != key:
             continue
         if not (is_excluded(name) or name in unused):
