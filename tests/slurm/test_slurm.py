@@ -164,7 +164,8 @@ def test_cancelled_offline_sweep_job_is_recorded_failed_and_resumed(
             runs = json.loads((sweep / "sweep.json").read_text())["runs"]
         except (OSError, ValueError, KeyError):
             continue
-        if runs and runs[0]["state"] == "running" and (sweep / "runs" / "run-000").is_dir():
+        record = read_record(sweep / "runs" / "run-000")  # training has begun
+        if runs and runs[0]["state"] == "running" and record and record["status"] == "running":
             run0 = runs[0]
     assert run0 is not None, (tmp_path / "sweep-1.out").read_text()[-2000:]
     cluster.run("scancel", first)
