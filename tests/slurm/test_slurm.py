@@ -102,6 +102,39 @@ def test_multirun_runs_each_job_as_a_slurm_job(cluster: Cluster, tmp_path: Path)
     assert (sweep / "summary.md").is_file() and (sweep / "report" / "report.md").is_file()
 
 
+def test_multirun_job_cancelled_with_scancel_is_recorded_failed(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    sweep = tmp_path / "mr"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "abc_lab.cli", "train", "-m", "hydra/launcher=slurm", *SHRINK,
+         *CPU_JOB, "seed=0,1", f"hydra.sweep.dir={sweep}"],
+        cwd=tmp_path, env=cluster.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        end = time.monotonic() + 600
+        cancelled = None
+        while time.monotonic() < end and cancelled is None and proc.poll() is None:
+            time.sleep(0.5)
+            job0 = [p for p in sweep.glob("0_*") if (read_record(p) or {}).get("status")]
+            slurm0 = list((sweep / ".submitit").glob("*_0"))
+            if job0 and slurm0 and read_record(job0[0])["status"] == "running":
+                cancelled = slurm0[0].name
+                cluster.run("scancel", cancelled)
+        out, err = proc.communicate(timeout=900)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert cancelled is not None, "job 0 never started training"
+    assert proc.returncode == 0, out[-2000:] + err[-2000:]
+    assert f"job #0: SLURM job {cancelled} ended" in err and "Traceback" not in err
+    summary = json.loads((sweep / "summary.json").read_text())
+    assert summary["counts"] == {"failed": 1, "finished": 1}, summary["counts"]
+    failed = next(j for j in summary["jobs"] if j["status"] == "failed")
+    assert failed["overrides"][-1] == "seed=0"
+    assert read_record(Path(failed["job_dir"]))["status"] == "failed"
+
+
 def test_refused_submission_ends_with_one_line_naming_the_setting(
     cluster: Cluster, tmp_path: Path
 ) -> None:
