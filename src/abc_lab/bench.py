@@ -9,6 +9,7 @@ matter for speed. ``count_ops`` counts what PyTorch's profiler records in one st
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -157,6 +158,7 @@ def count_ops(
     warmup: int = 2,
 ) -> list[OpCount]:
     """Profiler records of one training step (after ``warmup`` steps) for each case."""
+    os.environ.setdefault("KINETO_LOG_LEVEL", "5")  # no profiler start/stop lines on stderr
     from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU]
