@@ -66,7 +66,7 @@ def abc_lab(cluster: Cluster, *args: str, cwd: Path, timeout: float = 900):
 
 
 def queue_states(cluster: Cluster) -> dict[str, str]:
-    out = cluster.run("squeue", "-h", "-t", "all", "-o", "%i %T").stdout
+    out = cluster.run("squeue", "-h", "-r", "-t", "all", "-o", "%i %T").stdout
     return dict(line.split() for line in out.splitlines() if line.strip())
 
 
@@ -90,8 +90,8 @@ def test_multirun_runs_each_job_as_a_slurm_job(cluster: Cluster, tmp_path: Path)
     line = next(ln for ln in res.stdout.splitlines() if ln.startswith("submitted SLURM jobs"))
     job_ids = line.split("jobs", 1)[1].replace(",", " ").split()
     assert len(job_ids) == 2
-    states = queue_states(cluster)
-    assert all(states.get(j) == "COMPLETED" for j in job_ids), states  # ran under slurmd
+    # ran under slurmd (a job may still be COMPLETING when its result is in)
+    assert [wait_until_gone(cluster, j, 120) for j in job_ids] == ["COMPLETED"] * 2
     summary = json.loads((sweep / "summary.json").read_text())
     assert summary["counts"] == {"finished": 2}
     assert sorted(j["overrides"][-1] for j in summary["jobs"]) == ["quant.M=1", "quant.M=3"]
