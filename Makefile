@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 FMNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: install data test lint demo study bench clean
+.PHONY: install data test test-slurm lint demo study bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,10 +25,16 @@ lint: install
 	$(VENV)/bin/ruff check src tests
 	$(VENV)/bin/lint-imports
 
+# the whole suite, including tests/slurm: a real one-node SLURM cluster that the tests
+# install (apt-get install slurm-wlm munge), start and stop; it skips, saying why, without
+# root or apt-get
 test: install data
 	$(VENV)/bin/ruff check src tests
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
+
+test-slurm: install data
+	$(PY) -m pytest -q -m slurm tests/slurm
 
 demo: install data
 	$(VENV)/bin/abc-lab train

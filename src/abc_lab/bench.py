@@ -3,13 +3,16 @@
 All configurations are built first and then timed in interleaved rounds (one step of
 each per round), so drifting machine load affects them alike; the figure reported is
 each configuration's median step time divided by fp's. Synthetic inputs: only shapes
-matter for speed.
+matter for speed. ``count_ops`` counts what PyTorch's profiler records in one step
+(operators, and on a GPU kernel launches), the measure of per-step overhead.
 """
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -24,6 +27,7 @@ class BenchCase:
     label: str
     quant: QuantConfig
     reference: bool = False
+    compile: bool = False
 
 
 @dataclass
@@ -34,11 +38,37 @@ class BenchResult:
     steps: int
 
 
-def default_cases(reference: list[tuple[int, int]] | None = None) -> list[BenchCase]:
-    """fp, fused abc (1,1), (3,3), (5,5) and the literal M·N path for ``reference`` pairs."""
+@dataclass
+class OpCount:
+    """Profiler records of one training step: ``events`` every record (operators with their
+    nested calls, autograd nodes, compiled regions), ``operators`` the aten operator calls
+    among them, ``launches`` GPU kernel launches (0 on CPU)."""
+
+    label: str
+    events: int
+    operators: int
+    launches: int
+
+
+def default_cases(
+    reference: list[tuple[int, int]] | None = None,
+    baselines: bool = True,
+    compile_model: bool = False,
+) -> list[BenchCase]:
+    """fp, fused abc (1,1), (3,3), (5,5), the xnor / bnn / bwn baselines, the literal M·N path
+    for ``reference`` pairs and, with ``compile_model``, fp and abc(3,3) as whole compiled
+    models (``torch.compile``)."""
     cases = [BenchCase("fp", QuantConfig(name="fp"))]
     for m, n in [(1, 1), (3, 3), (5, 5)]:
         cases.append(BenchCase(f"abc({m},{n}) fused", QuantConfig(name="abc", M=m, N=n)))
+    if baselines:
+        for name in ("xnor", "bnn", "bwn"):
+            cases.append(BenchCase(name, QuantConfig(name=name)))
+    if compile_model:
+        cases.append(BenchCase("fp, compiled model", QuantConfig(name="fp"), compile=True))
+        cases.append(
+            BenchCase("abc(3,3), compiled model", QuantConfig(name="abc", M=3, N=3), compile=True)
+        )
     for m, n in reference if reference is not None else [(3, 3), (5, 5)]:
         cases.append(
             BenchCase(f"abc({m},{n}) reference M·N", QuantConfig(name="abc", M=m, N=n), True)
@@ -46,7 +76,7 @@ def default_cases(reference: list[tuple[int, int]] | None = None) -> list[BenchC
     return cases
 
 
-def _step_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
+def _step_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Callable[[], None]:
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     loss_fn = nn.CrossEntropyLoss()
 
@@ -56,6 +86,24 @@ def _step_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
         opt.step()
 
     return step
+
+
+def _build(case: BenchCase, model: str, in_channels: int, input_size: int, device: str):
+    net = build_model(model, num_classes=10, in_channels=in_channels, input_size=input_size)
+    net = quantize_model(net, case.quant).to(device).train()
+    if case.reference:
+        set_reference_mode(net, True)
+    if case.compile:
+        # CUDA graphs on a GPU: the whole step's kernels replayed with one launch
+        net.compile(mode="reduce-overhead" if device.startswith("cuda") else None)
+    return net
+
+
+def _inputs(batch_size: int, in_channels: int, input_size: int, device: str):
+    torch.manual_seed(0)
+    x = torch.randn(batch_size, in_channels, input_size, input_size, device=device)
+    y = torch.randint(0, 10, (batch_size,), device=device)
+    return x, y
 
 
 def run_benchmark(
@@ -71,23 +119,15 @@ def run_benchmark(
     progress=None,
 ) -> list[BenchResult]:
     """Median training-step time of each case and its ratio to the first case (fp)."""
-    torch.manual_seed(0)
-    x = torch.randn(batch_size, in_channels, input_size, input_size, device=device)
-    y = torch.randint(0, 10, (batch_size,), device=device)
-    steps = []
-    for case in cases:
-        net = build_model(model, num_classes=10, in_channels=in_channels, input_size=input_size)
-        net = quantize_model(net, case.quant).to(device).train()
-        if case.reference:
-            set_reference_mode(net, True)
-        steps.append(_step_fn(net, x, y))
+    x, y = _inputs(batch_size, in_channels, input_size, device)
+    steps = [_step_fn(_build(case, model, in_channels, input_size, device), x, y) for case in cases]
 
     def sync() -> None:
         if device.startswith("cuda"):
             torch.cuda.synchronize()
 
-    for step in steps:
-        for _ in range(warmup):
+    for case, step in zip(cases, steps, strict=True):
+        for _ in range(warmup + (3 if case.compile else 0)):  # compiled: record graphs first
             step()
     times: list[list[float]] = [[] for _ in cases]
     for r in range(rounds):
@@ -106,3 +146,43 @@ def run_benchmark(
         BenchResult(case.label, med, med / medians[0], len(t))
         for case, med, t in zip(cases, medians, times, strict=True)
     ]
+
+
+def count_ops(
+    cases: list[BenchCase],
+    model: str = "resnet20",
+    input_size: int = 28,
+    in_channels: int = 1,
+    batch_size: int = 128,
+    device: str = "cpu",
+    warmup: int = 2,
+) -> list[OpCount]:
+    """Profiler records of one training step (after ``warmup`` steps) for each case."""
+    os.environ.setdefault("KINETO_LOG_LEVEL", "5")  # no profiler start/stop lines on stderr
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU]
+    if device.startswith("cuda"):
+        activities.append(ProfilerActivity.CUDA)
+    x, y = _inputs(batch_size, in_channels, input_size, device)
+    counts = []
+    for case in cases:
+        step = _step_fn(_build(case, model, in_channels, input_size, device), x, y)
+        for _ in range(warmup + (3 if case.compile else 0)):
+            step()
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        with profile(activities=activities) as prof:
+            step()
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+        events = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CPU]
+        launches = sum(
+            1
+            for e in events
+            if e.name in ("cudaLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernel",
+                          "cuLaunchKernelEx", "cudaGraphLaunch")
+        )  # fmt: skip
+        operators = sum(1 for e in events if e.name.startswith("aten::"))
+        counts.append(OpCount(case.label, len(events), operators, launches))
+    return counts

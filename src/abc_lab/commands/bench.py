@@ -1,4 +1,5 @@
-"""`abc-lab bench`: training-step times of fp and ABC configurations, as ratios to fp."""
+"""`abc-lab bench`: training-step times of fp, ABC and baseline configurations, as ratios
+to fp, with the operators PyTorch's profiler counts per step."""
 
 from __future__ import annotations
 
@@ -10,11 +11,15 @@ HELP = "time training steps of fp and ABC configurations side by side"
 
 
 def main(argv: list[str]) -> int:
-    """Time training steps of fp and ABC configurations side by side (ratios to fp)."""
+    """Time training steps of fp, ABC and baseline configurations side by side (ratios to
+    fp), and count the operators PyTorch's profiler records in one step of each."""
+    import platform
+
+    import torch
     from rich.progress import Progress
     from rich.table import Table
 
-    from ..bench import default_cases, run_benchmark
+    from ..bench import count_ops, default_cases, run_benchmark
 
     p = argparse.ArgumentParser(prog="abc-lab bench", description=main.__doc__)
     p.add_argument("--model", default="resnet20")
@@ -24,26 +29,62 @@ def main(argv: list[str]) -> int:
     p.add_argument("--rounds", type=int, default=10, help="timed steps per configuration")
     p.add_argument("--reference-rounds", type=int, default=3, help="timed steps of M·N paths")
     p.add_argument("--no-reference", action="store_true", help="skip the slow M·N paths")
+    p.add_argument("--no-baselines", action="store_true", help="skip xnor, bnn and bwn")
+    p.add_argument(
+        "--compile", action="store_true",
+        help="also fp and abc(3,3) as whole compiled models (torch.compile; CUDA graphs on a "
+        "GPU); compiling takes minutes on a small CPU",
+    )  # fmt: skip
+    p.add_argument("--no-ops", action="store_true", help="skip the profiler's operator count")
     p.add_argument("--device", default="cpu")
     args = p.parse_args(argv)
     console = make_console()
-    cases = default_cases(reference=[] if args.no_reference else None)
+    cases = default_cases(
+        reference=[] if args.no_reference else None,
+        baselines=not args.no_baselines,
+        compile_model=args.compile,
+    )
+    if args.device.startswith("cuda"):
+        machine = torch.cuda.get_device_name(args.device)
+    else:
+        machine = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
     console.print(
         f"[bold]Training step[/]: {args.model}, {args.in_channels}x{args.input_size}x"
-        f"{args.input_size}, batch {args.batch_size}, {args.device}, "
-        f"{args.rounds} interleaved rounds"
+        f"{args.input_size}, batch {args.batch_size}, {args.device} ({machine}), torch "
+        f"{torch.__version__}, {args.rounds} interleaved rounds"
     )
+    shape = (args.model, args.input_size, args.in_channels, args.batch_size)
     with Progress(console=console, transient=True) as prog:
         task = prog.add_task("timing", total=args.rounds)
         results = run_benchmark(
-            cases, args.model, args.input_size, args.in_channels, args.batch_size, args.rounds,
-            reference_rounds=args.reference_rounds, device=args.device,
-            progress=lambda done, total: prog.update(task, completed=done),
+            cases, *shape, args.rounds, reference_rounds=args.reference_rounds,
+            device=args.device, progress=lambda done, total: prog.update(task, completed=done),
         )  # fmt: skip
+        counts = None
+        if not args.no_ops:
+            prog.update(task, description="profiling one step of each")
+            fused = [c for c in cases if not c.reference]
+            counts = {c.label: c for c in count_ops(fused, *shape, device=args.device)}
     table = Table(title="training step time (median), ratio to fp measured in this run")
-    for col in ("configuration", "median step (ms)", "× fp", "steps timed"):
+    cols = ["configuration", "median step (ms)", "× fp", "steps timed"]
+    if counts is not None:
+        cols += ["profiler events / step", "× fp", "aten operators / step"]
+        if args.device.startswith("cuda"):
+            cols.append("kernel launches / step")
+    for col in cols:
         table.add_column(col, justify="left" if col == "configuration" else "right")
+    fp_ops = counts[results[0].label] if counts else None
     for r in results:
-        table.add_row(r.label, f"{1000 * r.median_s:.1f}", f"{r.ratio:.2f}", str(r.steps))
+        row = [r.label, f"{1000 * r.median_s:.1f}", f"{r.ratio:.2f}", str(r.steps)]
+        if counts is not None and fp_ops is not None:
+            c = counts.get(r.label)
+            row += (
+                [str(c.events), f"{c.events / fp_ops.events:.2f}", str(c.operators)]
+                if c is not None
+                else ["—", "—", "—"]
+            )
+            if args.device.startswith("cuda"):
+                row.append(str(c.launches) if c is not None else "—")
+        table.add_row(*row)
     console.print(table)
     return 0

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 from torch import nn
 
-from .layers import QuantConv2d, QuantLinear
+from .layers import QuantConv2d, QuantLinear, fold_model_weights, release_model_weights
 from .registry import QuantConfig
 
 
@@ -53,6 +53,8 @@ def quantize_model(model: nn.Module, config: QuantConfig | Mapping | str) -> nn.
     classifier) stay full precision unless ``keep_first`` / ``keep_last`` are false; names
     matching ``keep_fp`` patterns stay full precision too. Weights are copied, so a trained
     full-precision model converts directly (the usual initialisation for binary nets).
+    The model quantizes all its layers' weights together once per forward pass
+    (``fold_model_weights``).
     """
     cfg = as_quant_config(config)
     layers = quantizable_layers(model)
@@ -69,6 +71,8 @@ def quantize_model(model: nn.Module, config: QuantConfig | Mapping | str) -> nn.
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
         setattr(parent, child, _quantized_copy(layer, cfg))
+    model.register_forward_pre_hook(fold_model_weights)
+    model.register_forward_hook(release_model_weights)
     return model
 
 

@@ -149,6 +149,178 @@ def weight_reconstruction_error(W: Tensor, M: int, scope: str = "layer") -> floa
         return float((W - approx).norm() / W.norm().clamp_min(1e-12))
 
 
+# ------------------------------------------------- weights of many layers at once
+#
+# A training step quantizes every layer's weight; done layer by layer that is a dozen small
+# operations per layer (statistics, bases, Gram matrix, solve, fold). The functions below
+# do it for all layers of one kind together: the flattened weights are concatenated and
+# every statistic is a segment reduction (a segment is a layer, or an output channel), so a
+# step costs a fixed handful of large operations whatever the depth of the network.
+
+FOLD_RULES = ("abc", "bwn", "sign")
+
+
+class Segments:
+    """Where each layer's flattened weight lies in the concatenation, and its segments.
+
+    A segment is one layer (``scope="layer"``) or one output channel (``scope="channel"``);
+    ``index`` (P,) gives each element's segment, ``layer`` (S,) each segment's layer.
+    """
+
+    def __init__(self, shapes: list[torch.Size], scope: str, device: torch.device) -> None:
+        if scope not in SCOPES:
+            raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
+        self.shapes = [torch.Size(s) for s in shapes]
+        numels = [s.numel() for s in self.shapes]
+        self.offsets = [sum(numels[:i]) for i in range(len(numels))]
+        self.strides = [torch.empty(s, device="meta").stride() for s in self.shapes]
+        if scope == "layer":
+            lengths = numels
+            layer = list(range(len(shapes)))
+        else:
+            lengths = [s.numel() // s[0] for s in self.shapes for _ in range(s[0])]
+            layer = [i for i, s in enumerate(self.shapes) for _ in range(s[0])]
+        self.count = len(lengths)
+        self.layers = len(self.shapes)
+        self.lengths = torch.tensor(lengths, device=device)
+        self.index = torch.repeat_interleave(torch.arange(self.count, device=device), self.lengths)
+        self.layer = torch.tensor(layer, device=device)
+
+    def sum(self, values: Tensor) -> Tensor:
+        """Per-segment sums of ``values`` (..., P) -> (..., S)."""
+        out = values.new_zeros(*values.shape[:-1], self.count)
+        return out.index_add_(-1, self.index, values)
+
+    def concat(self, tensors: tuple[Tensor | None, ...], like: Tensor) -> Tensor:
+        """The layers' tensors flattened into one (None: zeros): one copy op for all."""
+        flat = like.new_empty(self.offsets[-1] + self.shapes[-1].numel())
+        views = self.cut(flat)
+        present = [i for i, t in enumerate(tensors) if t is not None]
+        if len(present) < len(tensors):
+            flat.zero_()
+        torch._foreach_copy_([views[i] for i in present], [tensors[i] for i in present])
+        return flat
+
+    def cut(self, flat: Tensor) -> list[Tensor]:
+        """The concatenation cut back into (views of) tensors of the layers' shapes."""
+        return [
+            flat.as_strided(s, st, flat.storage_offset() + o)
+            for s, st, o in zip(self.shapes, self.strides, self.offsets, strict=True)
+        ]
+
+
+_segments_cache: dict[tuple, Segments] = {}
+
+
+def segments_for(weights: list[Tensor], scope: str) -> Segments:
+    """The (cached) ``Segments`` of a list of weights: built once per set of shapes."""
+    key = (scope, weights[0].device, tuple(tuple(w.shape) for w in weights))
+    seg = _segments_cache.get(key)
+    if seg is None:
+        seg = _segments_cache[key] = Segments([w.shape for w in weights], scope, weights[0].device)
+    return seg
+
+
+def _segment_sum(values: Tensor, index: Tensor, count: int) -> Tensor:
+    """Per-segment sums of ``values`` (..., P) -> (..., count), segment of element k: index[k]."""
+    return values.new_zeros(*values.shape[:-1], count).index_add_(-1, index, values)
+
+
+def abc_fold_flat(
+    flat: Tensor, u: Tensor, index: Tensor, layer: Tensor, count: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Σ_m α_m B_m of every segment at once, without autograd.
+
+    ``flat`` (P,) concatenated weights, ``u`` (L, M) each layer's shifts, ``index`` (P,) each
+    element's segment, ``layer`` (S,) each segment's layer. Returns the folded flat weights
+    (P,), α (S, M) and std (S,). The statistics, the Gram matrices BᵀB and right-hand sides
+    Bᵀw of all segments are segment sums, and the S least-squares solves one batched
+    pseudo-inverse (float64), as in ``weight_bases``.
+    """
+    M = u.shape[1]
+    n = _segment_sum(torch.ones_like(flat), index, count)
+    centred = flat - (_segment_sum(flat, index, count) / n)[index]
+    std = (_segment_sum(centred * centred, index, count) / n).sqrt()
+    shift = (u[layer] * std.unsqueeze(1)).t()  # (M, S): u_m · std
+    # B_m = sign((W - mean) + u_m·std), the same arithmetic as weight_bases
+    B = torch.where(centred.unsqueeze(0) + shift[:, index] >= 0, 1.0, -1.0).to(flat.dtype)
+    pairs = (B.unsqueeze(0) * B.unsqueeze(1)).reshape(M * M, -1)  # (M², P), exact ±1
+    gram = _segment_sum(pairs, index, count).t().reshape(-1, M, M).double()  # (S, M, M)
+    rhs = _segment_sum(B.double() * flat.double(), index, count).t()  # (S, M)
+    alpha = (torch.linalg.pinv(gram, hermitian=True) @ rhs.unsqueeze(-1)).squeeze(-1)
+    alpha = alpha.to(flat.dtype)
+    folded = (alpha.t()[:, index] * B).sum(0)
+    return folded, alpha, std
+
+
+class _FoldLayers(torch.autograd.Function):
+    """Quantized weights of several layers in one forward and one backward node.
+
+    rule "abc": Σ_m α_m B_m; ∂c/∂W = Σ_m α_m ∂c/∂W_q per segment (identity STE per base,
+    α held constant) and ∂c/∂u_m = α_m · std · Σ ∂c/∂W_q for the shifts.
+    rule "bwn": sign(W)·mean|W| per output channel; ∂c/∂W = mean|W| · ∂c/∂W_q.
+    rule "sign": sign(W); ∂c/∂W = 1[|W| ≤ 1] · ∂c/∂W_q (BNN).
+    """
+
+    @staticmethod
+    def forward(ctx, rule: str, seg: Segments, u: Tensor | None, *weights: Tensor):  # type: ignore[override]
+        flat = seg.concat(weights, weights[0])
+        ctx.rule, ctx.seg = rule, seg
+        if rule == "abc":
+            assert u is not None
+            ctx.u_dtype = u.dtype
+            fold = _compiled(abc_fold_flat)
+            folded, alpha, std = fold(flat, u.to(flat.dtype), seg.index, seg.layer, seg.count)
+            ctx.save_for_backward(alpha, std)
+        elif rule == "bwn":
+            scale = (seg.sum(flat.abs()) / seg.lengths.to(flat.dtype))[seg.index]
+            folded = torch.where(flat >= 0, scale, -scale)
+            ctx.save_for_backward(scale)
+        else:
+            folded = torch.where(flat >= 0, 1.0, -1.0).to(flat.dtype)
+            ctx.save_for_backward(flat)
+        return tuple(seg.cut(folded))
+
+    @staticmethod
+    def backward(ctx, *grads: Tensor):  # type: ignore[override]
+        seg: Segments = ctx.seg
+        saved = ctx.saved_tensors
+        g = seg.concat(grads, saved[0])
+        grad_u = None
+        if ctx.rule == "abc":
+            alpha, std = saved
+            grad_flat = g * alpha.sum(1)[seg.index]
+            if ctx.needs_input_grad[2]:
+                per_seg = alpha * (std * seg.sum(g)).unsqueeze(1)  # (S, M)
+                grad_u = per_seg.new_zeros(seg.layers, alpha.shape[1])
+                grad_u = grad_u.index_add_(0, seg.layer, per_seg).to(ctx.u_dtype)
+        elif ctx.rule == "bwn":
+            grad_flat = g * saved[0]
+        else:
+            grad_flat = torch.where(saved[0].abs() <= 1, g, 0.0)
+        return None, None, grad_u, *seg.cut(grad_flat)
+
+
+def fold_layers(
+    rule: str, weights: list[Tensor], shifts: list[Tensor] | None = None, scope: str = "layer"
+) -> list[Tensor]:
+    """Quantized weights of several layers with one set of large operations (see
+    ``_FoldLayers``): "abc" gives the value of ``fold_weight_bases(*weight_bases(W, M,
+    shifts, scope))`` for each W (M = len of its shifts), "bwn" sign(W)·mean|W| per output
+    filter, "sign" sign(W); with the same straight-through gradients as the per-layer forms."""
+    if rule not in FOLD_RULES:
+        raise ValueError(f"rule must be one of {FOLD_RULES}, got {rule!r}")
+    if rule == "bwn":
+        scope = "channel"
+    seg = segments_for(weights, scope if rule != "sign" else "layer")
+    u = None
+    if rule == "abc":
+        if shifts is None or len(shifts) != len(weights):
+            raise ValueError("rule 'abc' needs one shift vector per weight")
+        u = shifts[0].unsqueeze(0) if len(shifts) == 1 else torch.stack(shifts)
+    return list(_FoldLayers.apply(rule, seg, u, *weights))
+
+
 # ---------------------------------------------------------------- activations
 
 
@@ -224,11 +396,11 @@ def _act_backward(
 
 
 _KERNEL_NAMES = ("auto", "compiled", "eager")
-_kernel = {"name": os.environ.get("ABC_LAB_KERNEL", "auto"), "compiled": None}
+_kernel: dict = {"name": os.environ.get("ABC_LAB_KERNEL", "auto"), "compiled": {}}
 
 
 def set_kernel(name: str) -> None:
-    """Choose how the fused activation runs: "compiled" (torch.compile: one fused pass per
+    """Choose how the fused activations run: "compiled" (torch.compile: one fused pass per
     direction, ~N× fewer memory passes), "eager" (plain ops, no compile delay) or "auto"
     (compiled, falling back to eager where compilation is unavailable)."""
     if name not in _KERNEL_NAMES:
@@ -236,24 +408,23 @@ def set_kernel(name: str) -> None:
     _kernel["name"] = name
 
 
-def _kernels():
-    if _kernel["name"] == "eager":
-        return _act_forward, _act_backward
-    if _kernel["compiled"] is None:
+def _compiled(fn):
+    """``fn`` as a torch.compile'd kernel (cached), or ``fn`` itself under the eager kernel."""
+    if _kernel["name"] == "eager" or torch.compiler.is_compiling():
+        return fn  # inside a compiled model the caller's graph fuses it anyway
+    done = _kernel["compiled"].get(fn)
+    if done is None:
         # torch's C++ toolchain probe warns about CUDA on CPU-only machines: not our concern
         logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
         try:
-            _kernel["compiled"] = (
-                torch.compile(_act_forward, dynamic=True),
-                torch.compile(_act_backward, dynamic=True),
-            )
+            done = _kernel["compiled"][fn] = torch.compile(fn, dynamic=True)
         except Exception as err:  # pragma: no cover - platform without a compiler
             if _kernel["name"] == "compiled":
                 raise
             warnings.warn(f"torch.compile unavailable ({err}); using eager kernels", stacklevel=2)
             _kernel["name"] = "eager"
-            return _act_forward, _act_backward
-    return _kernel["compiled"]
+            return fn
+    return done
 
 
 class _ABCActivation(torch.autograd.Function):
@@ -262,20 +433,24 @@ class _ABCActivation(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, v: Tensor, beta: Tensor) -> Tensor:  # type: ignore[override]
         ctx.save_for_backward(x, v, beta)
-        # detached inputs: one compiled variant serves every autograd state
-        return _kernels()[0](x.detach(), v.detach(), beta.detach())
+        return _compiled(_act_forward)(x, v, beta)  # grad mode is off here
 
     @staticmethod
     def backward(ctx, grad: Tensor):  # type: ignore[override]
         x, v, beta = ctx.saved_tensors
-        gx, gv, gb = _kernels()[1](x.detach(), grad.contiguous(), v.detach(), beta.detach())
-        return gx, gv.to(v.dtype), gb.to(beta.dtype)
+        with torch.no_grad():
+            gx, gv, gb = _compiled(_act_backward)(x, grad.contiguous(), v, beta)
+        return gx, gv, gb
 
 
 def abc_activation(x: Tensor, v: Tensor, beta: Tensor) -> Tensor:
     """Folded binary activation Σ_n β_n H_{v_n}(x), computed without materialising N bases."""
     _check_act_params(v, beta)
-    return _ABCActivation.apply(x, v.to(x.dtype), beta.to(x.dtype))
+    if v.dtype != x.dtype:
+        v = v.to(x.dtype)
+    if beta.dtype != x.dtype:
+        beta = beta.to(x.dtype)
+    return _ABCActivation.apply(x, v, beta)
 
 
 class _StepSTE(torch.autograd.Function):
@@ -305,18 +480,30 @@ def activation_bases(x: Tensor, v: Tensor, beta: Tensor) -> tuple[Tensor, Tensor
     return A, beta
 
 
+def _sign_forward(x: Tensor) -> Tensor:
+    return torch.where(x >= 0, 1.0, -1.0).to(x.dtype)
+
+
+def _sign_window_backward(x: Tensor, grad: Tensor) -> Tensor:
+    return torch.where(x.abs() <= 1, grad, 0.0)
+
+
 class _SignWindowSTE(torch.autograd.Function):
-    """±1 sign with the BNN straight-through window: gradient passes where |x| ≤ 1."""
+    """±1 sign with the BNN straight-through window: gradient passes where |x| ≤ 1.
+
+    Each direction is one fused (compiled) pass over x, like the ABC activation.
+    """
 
     @staticmethod
     def forward(ctx, x: Tensor) -> Tensor:  # type: ignore[override]
         ctx.save_for_backward(x)
-        return sign_pm1(x)
+        return _compiled(_sign_forward)(x)
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
         (x,) = ctx.saved_tensors
-        return grad * (x.abs() <= 1).to(grad.dtype)
+        with torch.no_grad():
+            return _compiled(_sign_window_backward)(x, grad.contiguous())
 
 
 def sign_window_ste(x: Tensor) -> Tensor:

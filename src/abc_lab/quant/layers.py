@@ -49,7 +49,8 @@ class _QuantMixin:
             return self.forward_reference(x)
         if self.input_quantizer is not None:
             x = self.input_quantizer(x)
-        return self._op(x, self.quantized_weight(), self.bias)
+        w = self.__dict__.get("_step_weight")  # set for one model forward by fold_model_weights
+        return self._op(x, self.quantized_weight() if w is None else w, self.bias)
 
     def forward_reference(self, x: Tensor) -> Tensor:
         """Σ_m Σ_n α_m β_n op(B_m, A_n) + bias, as M·N separate binary operations."""
@@ -79,6 +80,32 @@ class _QuantMixin:
         k = self.kernel_quantizer.alias if self.kernel_quantizer is not None else "fp"
         i = self.input_quantizer.alias if self.input_quantizer is not None else "fp"
         return f", kernel={k}, input={i}"
+
+
+def fold_model_weights(model: nn.Module, *_: object) -> None:
+    """Quantize the weights of all of ``model``'s quantized layers for the coming forward pass,
+    those with equal quantizer settings together (``WeightQuantizer.fold_many``): a fixed
+    handful of large operations per step instead of a dozen small ones per layer. Registered
+    as a forward pre-hook by ``quantize_model``; ``release_model_weights`` drops them again."""
+    groups: dict[tuple, list[_QuantMixin]] = {}
+    for m in model.modules():
+        if isinstance(m, _QuantMixin) and m.kernel_quantizer is not None and not m.reference:
+            key = m.kernel_quantizer.batch_key()
+            if key is not None:
+                groups.setdefault((type(m.kernel_quantizer), key), []).append(m)
+    for layers in groups.values():
+        quantizers = [m.kernel_quantizer for m in layers]
+        folded = quantizers[0].fold_many(quantizers, [m.weight for m in layers])
+        for m, w in zip(layers, folded, strict=True):
+            m.__dict__["_step_weight"] = w
+
+
+def release_model_weights(model: nn.Module, *_: object) -> None:
+    """Forget the weights ``fold_model_weights`` prepared (forward hook): the next pass, or a
+    layer called on its own, quantizes the updated weights again."""
+    for m in model.modules():
+        if isinstance(m, _QuantMixin):
+            m.__dict__.pop("_step_weight", None)
 
 
 class QuantConv2d(_QuantMixin, nn.Conv2d):

@@ -36,6 +36,15 @@ class WeightQuantizer(nn.Module):
         """How many float scales the layer stores besides the bits."""
         return self.bits * (W.shape[0] if self.scope == "channel" else 1)
 
+    def batch_key(self) -> tuple | None:
+        """Quantizers with equal keys fold their weights together in ``fold_many`` (one set
+        of large operations for all layers of a model); None: each layer on its own."""
+        return None
+
+    def fold_many(self, quantizers: Sequence[WeightQuantizer], weights: list[Tensor]):
+        """Folded weights of several layers whose quantizers share this one's ``batch_key``."""
+        return [q(w) for q, w in zip(quantizers, weights, strict=True)]
+
 
 class SignWeight(WeightQuantizer):
     """BNN weights: sign(W), no scale, STE with the |W| ≤ 1 window."""
@@ -46,8 +55,17 @@ class SignWeight(WeightQuantizer):
     def decompose(self, W: Tensor) -> tuple[Tensor, Tensor]:
         return QF.sign_window_ste(W).unsqueeze(0), torch.ones(1, dtype=W.dtype, device=W.device)
 
+    def forward(self, W: Tensor) -> Tensor:
+        return QF.sign_window_ste(W)
+
     def scale_count(self, W: Tensor) -> int:
         return 0
+
+    def batch_key(self) -> tuple | None:
+        return ("sign",)
+
+    def fold_many(self, quantizers: Sequence[WeightQuantizer], weights: list[Tensor]):
+        return QF.fold_layers("sign", weights)
 
 
 class ScaledSignWeight(WeightQuantizer):
@@ -60,6 +78,15 @@ class ScaledSignWeight(WeightQuantizer):
     def decompose(self, W: Tensor) -> tuple[Tensor, Tensor]:
         alpha = W.detach().abs().reshape(W.shape[0], -1).mean(dim=1).unsqueeze(0)  # (1, C_out)
         return QF.sign_ste(W).unsqueeze(0), alpha
+
+    def forward(self, W: Tensor) -> Tensor:
+        return QF.fold_layers("bwn", [W])[0]
+
+    def batch_key(self) -> tuple | None:
+        return ("bwn",)
+
+    def fold_many(self, quantizers: Sequence[WeightQuantizer], weights: list[Tensor]):
+        return QF.fold_layers("bwn", weights)
 
 
 class ABCWeight(WeightQuantizer):
@@ -96,6 +123,17 @@ class ABCWeight(WeightQuantizer):
 
     def decompose(self, W: Tensor) -> tuple[Tensor, Tensor]:
         return QF.weight_bases(W, self.M, shifts=self.shifts.to(W.dtype), scope=self.scope)
+
+    def forward(self, W: Tensor) -> Tensor:
+        """Σ_m α_m B_m without materialising the bases as a separate tensor per base."""
+        return QF.fold_layers("abc", [W], [self.shifts], self.scope)[0]
+
+    def batch_key(self) -> tuple | None:
+        return ("abc", self.M, self.scope)
+
+    def fold_many(self, quantizers: Sequence[WeightQuantizer], weights: list[Tensor]):
+        shifts = [q.shifts for q in quantizers]  # type: ignore[attr-defined]
+        return QF.fold_layers("abc", weights, shifts, self.scope)
 
     def extra_repr(self) -> str:
         trainable = isinstance(self.shifts, nn.Parameter)

@@ -48,6 +48,7 @@ EXCLUDED: dict[str, str] = {
     "ckpt_path": "resuming continues the same run",
     "test": "whether the test set is evaluated at the end",
     "kernel": "compiled or eager kernels compute the same values",
+    "compile": "a compiled whole model computes the same values",
     "print_config": "console output",
     "tags": "W&B tags",
     "optimized_metric": "which metric a Hydra sweeper reads from the finished run",

@@ -84,9 +84,18 @@ def unique_dir(base: str) -> str:
             n += 1
 
 
+def slurm_gpus(accelerator: str, devices: object) -> int:
+    """GPUs a SLURM job asks for, from the trainer: its device count on gpu/cuda, else 0."""
+    if str(accelerator) not in ("gpu", "cuda"):
+        return 0
+    return int(devices) if isinstance(devices, int) and devices > 0 else 1
+
+
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver("unique_dir"):
         OmegaConf.register_new_resolver("unique_dir", unique_dir, use_cache=True)
+    if not OmegaConf.has_resolver("slurm_gpus"):
+        OmegaConf.register_new_resolver("slurm_gpus", slurm_gpus)
     if not OmegaConf.has_resolver("data_info"):
         OmegaConf.register_new_resolver("data_info", data_info)
     if not OmegaConf.has_resolver("wandb_offline"):

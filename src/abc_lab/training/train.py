@@ -180,6 +180,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     model = build_model(cfg, checked)
     dm = checked.datamodule
     summary = summarize(model, dm.input_shape)
+    if cfg.get("compile"):  # in place: state_dict keys and checkpoints stay those of the model
+        model.compile(mode=cfg.compile if isinstance(cfg.compile, str) else None)
     run_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
     if cfg.print_config:
