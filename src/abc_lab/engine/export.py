@@ -81,15 +81,15 @@ def _layer_entry(name: str, layer: nn.Module, tensors: dict[str, Tensor]) -> dic
     return entry
 
 
-def export_model(
+def pack_model(
     model: nn.Module,
-    path: str | Path,
     model_spec: dict[str, Any],
     quant: QuantConfig,
     source: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
-) -> Path:
-    """Write ``model`` (built by ``build_model(**model_spec)`` and quantized with ``quant``)."""
+) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """Tensors and metadata of the packed form of ``model`` (built by
+    ``build_model(**model_spec)`` and quantized with ``quant``), without writing a file."""
     spec = {k: model_spec[k] for k in MODEL_KEYS}
     input_shape = [spec["in_channels"], spec["input_size"], spec["input_size"]]
     model = model.float().eval()
@@ -119,13 +119,25 @@ def export_model(
         "source": source or {},
         **(extra or {}),
     }
-    out = save_packed(path, tensors, meta)
     if payload_bytes(tensors) != meta["summary_packed_bytes"] + buffer_bytes:
         raise FormatError(  # a broken invariant, not a user error
-            f"exported {payload_bytes(tensors)} bytes, the summary expects "
+            f"packed {payload_bytes(tensors)} bytes, the summary expects "
             f"{meta['summary_packed_bytes']} + {buffer_bytes} (BatchNorm statistics)"
         )
-    return out
+    return tensors, meta
+
+
+def export_model(
+    model: nn.Module,
+    path: str | Path,
+    model_spec: dict[str, Any],
+    quant: QuantConfig,
+    source: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write the packed form of ``model`` to ``path`` (see :func:`pack_model`)."""
+    tensors, meta = pack_model(model, model_spec, quant, source, extra)
+    return save_packed(path, tensors, meta)
 
 
 def _sha256(path: Path) -> str:

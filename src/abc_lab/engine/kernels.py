@@ -32,9 +32,11 @@ def build_dir() -> Path:
 
 def _build() -> ModuleType:
     import torch
+
+    # the toolchain probe warns about CUDA on CPU-only machines: not our concern
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     from torch.utils import cpp_extension
 
-    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     digest = hashlib.sha256(SOURCE.read_bytes() + torch.__version__.encode()).hexdigest()[:12]
     name = f"abc_lab_engine_{digest}"
     folder = build_dir() / name
@@ -85,7 +87,9 @@ def isa() -> int:
         if forced not in ISAS:
             raise ValueError(f"ABC_LAB_ENGINE_ISA must be one of {', '.join(ISAS)}, got {forced!r}")
         if ISAS[forced] > best:
-            raise ValueError(f"ABC_LAB_ENGINE_ISA={forced}: this CPU offers {ISA_NAMES[best]} at best")
+            raise ValueError(
+                f"ABC_LAB_ENGINE_ISA={forced}: this CPU offers {ISA_NAMES[best]} at best"
+            )
         return ISAS[forced]
     return best
 
