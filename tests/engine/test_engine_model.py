@@ -188,7 +188,8 @@ def test_runs_without_kernels(tmp_path):
     path = _exported(tmp_path)
     code = (
         "import torch; from abc_lab.engine.runtime import load_model; "
-        f"m = load_model({str(path)!r}); print(m.backend, tuple(m(torch.randn(2, 1, 28, 28)).shape))"
+        f"m = load_model({str(path)!r}); "
+        "print(m.backend, tuple(m(torch.randn(2, 1, 28, 28)).shape))"
     )
     env = {"ABC_LAB_ENGINE_NATIVE": "0", "PATH": "/usr/bin:/bin"}
     done = subprocess.run(
