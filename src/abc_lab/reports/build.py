@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.text import Text
 
 from ..record_format import RECORD_NAME
-from . import figures, paper, patterns, tables
+from . import figures, inference, paper, patterns, tables
 from .document import Block, Bullets, Code, Heading, Image, Paragraph, Table, parse_notes
 from .html import render_html
 from .markdown import render_markdown
@@ -141,6 +141,14 @@ class _Composer:
         cost = tables.cost_table(group)
         if cost is not None:
             self.add(Heading(3, "Training speed against fp"), cost)
+        measured = inference.measured_table(group)
+        if measured is not None:
+            self.add(Heading(3, "Measured inference speed (bitwise engine)"), measured)
+            self.figure(
+                lambda p: inference.latency_figure(group, title, p),
+                f"{stem}-latency", f"top-1 against measured latency, {title}",
+                "Test top-1 against the engine's latency (batch 1, one thread); dashed: fp32.",
+            )  # fmt: skip
         if families:
             self.add(Heading(3, "Top-1 over (M, N)"))
         for k, rows in enumerate(families.values()):
