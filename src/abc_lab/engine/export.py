@@ -219,5 +219,6 @@ def export_run(source: str | Path, out: str | Path | None = None) -> Path:
         "record_test_acc1": test.get("acc1"),
     }
     extra = {"data": cfg.get("data")}
-    target = Path(out) if out else run / "export" / f"{spec['name']}-{quant.label()}.safetensors"
+    stem = quant.label().replace("(", "-").replace(",", "-").replace(")", "")  # abc(3,3): abc-3-3
+    target = Path(out) if out else run / "export" / f"{spec['name']}-{stem}.safetensors"
     return export_model(model, target, spec, quant, source_info, extra)
