@@ -261,7 +261,10 @@ def _bench_inference(argv: list[str]) -> int:
                     model, args.configs, b, t, args.rounds, not args.no_layers, not args.no_bf16
                 )
     for model in args.models:
-        table = Table(title=f"{model}: speed-up of the engine (x torch float32 / x bfloat16)")
+        table = Table(
+            title=f"{model}: speed-up of the engine, x torch float32 (medians / fastest rounds)"
+            " and x bfloat16 (medians)"
+        )
         table.add_column("layer")
         table.add_column("config")
         keys = [(b, t) for t in threads for b in args.batch]
@@ -276,7 +279,7 @@ def _bench_inference(argv: list[str]) -> int:
             for k in keys:
                 r = cells.get(k)
                 bf = "-" if r is None or r.vs_bf16 is None else f"{r.vs_bf16:.2f}"
-                vals.append("" if r is None else f"{r.vs_fp32:.2f} / {bf}")
+                vals.append("" if r is None else f"{r.vs_fp32:.2f} ({r.vs_fp32_min:.2f}) / {bf}")
             table.add_row(scope, config, *vals)
         console.print(table)
     out = Path(args.out) if args.out else Path("outputs/bench") / datetime.now().strftime(

@@ -47,6 +47,8 @@ class Timing:
     engine_ms: float
     fp32_ms: float
     bf16_ms: float | None
+    engine_min_ms: float = 0.0  # fastest round: the cost with the least interference
+    fp32_min_ms: float = 0.0
 
     @property
     def vs_fp32(self) -> float:
@@ -56,8 +58,15 @@ class Timing:
     def vs_bf16(self) -> float | None:
         return None if self.bf16_ms is None else self.bf16_ms / self.engine_ms
 
+    @property
+    def vs_fp32_min(self) -> float:
+        return self.fp32_min_ms / self.engine_min_ms if self.engine_min_ms else float("nan")
+
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "speedup_fp32": self.vs_fp32, "speedup_bf16": self.vs_bf16}
+        return {
+            **asdict(self), "speedup_fp32": self.vs_fp32, "speedup_bf16": self.vs_bf16,
+            "speedup_fp32_min": self.vs_fp32_min,
+        }  # fmt: skip
 
 
 def parse_config(spec: str) -> QuantConfig:
@@ -80,7 +89,8 @@ def engine_for(float_model: nn.Module, spec: dict[str, Any], quant: QuantConfig)
 
 
 def _interleaved(fns: list[Callable[[], object]], rounds: int, warmup: int = 1) -> list[float]:
-    """Median seconds of each function over ``rounds`` interleaved rounds."""
+    """Median seconds of each function over ``rounds`` interleaved rounds (the fastest round
+    of each is kept in ``_interleaved.mins``)."""
     with torch.no_grad():
         for fn in fns:
             for _ in range(warmup):
@@ -91,6 +101,7 @@ def _interleaved(fns: list[Callable[[], object]], rounds: int, warmup: int = 1) 
                 t0 = time.perf_counter()
                 fn()
                 times[i].append(time.perf_counter() - t0)
+    _interleaved.mins = [min(t) for t in times]  # type: ignore[attr-defined]
     return [statistics.median(t) for t in times]
 
 
@@ -138,11 +149,13 @@ def bench_model(
         fns.append(lambda: model_bf16(x_bf16))
     fns += [lambda e=e: e(x) for e in engines.values()]
     med = _interleaved(fns, rounds)
-    fp32, b16 = med[0], (med[1] if bf16 else None)
+    mins = _interleaved.mins  # type: ignore[attr-defined]
+    fp32, b16, skip = med[0], (med[1] if bf16 else None), 2 if bf16 else 1
     out = [
-        Timing(model, "network", c, batch, threads, 1e3 * t, 1e3 * fp32, b16 and 1e3 * b16)
-        for c, t in zip(configs, med[2 if bf16 else 1 :], strict=True)
-    ]
+        Timing(model, "network", c, batch, threads, 1e3 * t, 1e3 * fp32, b16 and 1e3 * b16,
+               1e3 * lo, 1e3 * mins[0])
+        for c, t, lo in zip(configs, med[skip:], mins[skip:], strict=True)
+    ]  # fmt: skip
     if not layers:
         return out
     binary = [c for c in configs if c != "fp"]
@@ -157,11 +170,13 @@ def bench_model(
             fns.append(lambda conv16=conv16, inp16=inp16: conv16(inp16))
         fns += [lambda c=c, key=key: per_config[c][key][0](per_config[c][key][1]) for c in binary]
         med = _interleaved(fns, rounds)
-        fp32, b16 = med[0], (med[1] if bf16 else None)
+        mins = _interleaved.mins  # type: ignore[attr-defined]
+        fp32, b16, skip = med[0], (med[1] if bf16 else None), 2 if bf16 else 1
         out += [
-            Timing(model, key, c, batch, threads, 1e3 * t, 1e3 * fp32, b16 and 1e3 * b16)
-            for c, t in zip(binary, med[2 if bf16 else 1 :], strict=True)
-        ]
+            Timing(model, key, c, batch, threads, 1e3 * t, 1e3 * fp32, b16 and 1e3 * b16,
+                   1e3 * lo, 1e3 * mins[0])
+            for c, t, lo in zip(binary, med[skip:], mins[skip:], strict=True)
+        ]  # fmt: skip
     return out
 
 
@@ -213,9 +228,12 @@ def bench_run_latency(
                 ],
                 rounds,
             )
+            lo = _interleaved.mins  # type: ignore[attr-defined]
             rows.append({
                 "batch": b, "threads": t, "engine_ms": 1e3 * eng, "fp32_ms": 1e3 * fp32,
                 "bf16_ms": 1e3 * b16, "speedup_fp32": fp32 / eng, "speedup_bf16": b16 / eng,
+                "engine_min_ms": 1e3 * lo[2], "fp32_min_ms": 1e3 * lo[0],
+                "speedup_fp32_min": lo[0] / lo[2],
             })  # fmt: skip
     return rows
 
