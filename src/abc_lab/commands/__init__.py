@@ -8,6 +8,8 @@ COMMANDS = {
     "report": "report",
     "bench": "bench",
     "init-check": "init_check",
+    "export": "export",
+    "evaluate": "evaluate",
     "models": "models",
     "bench-startup": "bench_startup",
 }

@@ -7,10 +7,18 @@ import argparse
 
 from ..console import make_console
 
-HELP = "time training steps of fp and ABC configurations side by side"
+HELP = "time training steps side by side (--inference: the bitwise engine against torch float)"
 
 
 def main(argv: list[str]) -> int:
+    if "--inference" in argv:
+        from .bench_inference import main as bench_inference
+
+        return bench_inference([a for a in argv if a != "--inference"])
+    return training_step(argv)
+
+
+def training_step(argv: list[str]) -> int:
     """Time training steps of fp, ABC and baseline configurations side by side (ratios to
     fp), and count the operators PyTorch's profiler records in one step of each."""
     import platform
@@ -21,7 +29,7 @@ def main(argv: list[str]) -> int:
 
     from ..bench import count_ops, default_cases, run_benchmark
 
-    p = argparse.ArgumentParser(prog="abc-lab bench", description=main.__doc__)
+    p = argparse.ArgumentParser(prog="abc-lab bench", description=training_step.__doc__)
     p.add_argument("--model", default="resnet20")
     p.add_argument("--input-size", type=int, default=28)
     p.add_argument("--in-channels", type=int, default=1)

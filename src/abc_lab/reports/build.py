@@ -22,7 +22,7 @@ from rich.text import Text
 from ..console import make_console
 from ..runs import RECORD_NAME, LoadResult, Problem, load_runs
 from ..runs.key import QUANTIZER_FIELDS, SEED_FIELDS, override_value, without
-from . import figures, paper, patterns, tables
+from . import figures, inference, paper, patterns, tables
 from .document import Block, Bullets, Code, Heading, Image, Paragraph, Table, parse_notes
 from .grouping import POPCOUNT_WIDTH, Group, Row, build_groups, has_accuracy, init_text, stat
 from .html import render_html
@@ -142,6 +142,14 @@ class _Composer:
         cost = tables.cost_table(group)
         if cost is not None:
             self.add(Heading(3, "Training speed against fp"), cost)
+        measured = inference.measured_table(group)
+        if measured is not None:
+            self.add(Heading(3, "Measured inference speed (bitwise engine)"), measured)
+            self.figure(
+                lambda p: inference.latency_figure(group, title, p),
+                f"{stem}-latency", f"top-1 against measured latency, {title}",
+                "Test top-1 against the engine's latency (batch 1, one thread); dashed: fp32.",
+            )  # fmt: skip
         if families:
             self.add(Heading(3, "Top-1 over (M, N)"))
         for k, rows in enumerate(families.values()):

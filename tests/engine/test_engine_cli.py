@@ -1,0 +1,78 @@
+"""abc-lab export / evaluate on a run directory laid out as abc-lab train writes it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from abc_lab.cli import main
+from abc_lab.models import build_model
+from abc_lab.quant import QuantConfig, quantize_model
+
+FMNIST = Path("/usr/share/datasets/fashion-mnist")
+SPEC = {"name": "resnet20", "num_classes": 10, "in_channels": 1, "input_size": 28}
+
+
+def _run_dir(tmp_path: Path) -> Path:
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    quant = QuantConfig(name="abc", M=2, N=2)
+    torch.manual_seed(0)
+    model = quantize_model(build_model(**SPEC), quant).eval()
+    ckpt = run / "checkpoints" / "best-epoch0.ckpt"
+    torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}}, ckpt)
+    config = {
+        "model": {"_target_": "abc_lab.models.build_model", **SPEC},
+        "quant": {"_target_": "abc_lab.quant.QuantConfig", **quant.to_dict()},
+        "data": {
+            "_target_": "abc_lab.data.FashionMNISTDataModule", "name": "fashion_mnist",
+            "data_dir": None, "batch_size": 128, "eval_batch_size": 512, "num_workers": 0,
+            "val_size": 5000, "seed": 0, "augment": False, "download": False,
+            "train_subset": None,
+        },
+    }  # fmt: skip
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    record = {
+        "status": "finished",
+        "checkpoints": {"best": str(ckpt), "last": str(ckpt)},
+        "metrics": {"test": {"acc1": 0.1}},
+    }
+    (run / "results.json").write_text(json.dumps(record))
+    return run
+
+
+def test_export_writes_file(tmp_path, capsys):
+    run = _run_dir(tmp_path)
+    assert main(["export", str(run), "--out", str(tmp_path / "m.safetensors")]) == 0
+    out = capsys.readouterr().out
+    assert (tmp_path / "m.safetensors").is_file() and "summary packed weights" in out
+
+
+def test_export_rejects_bad_sources(tmp_path, capsys):
+    assert main(["export", str(tmp_path / "nothing")]) == 2
+    (tmp_path / "empty").mkdir()
+    assert main(["export", str(tmp_path / "empty")]) == 2
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.strip()]
+    assert len(lines) == 2 and all(ln.startswith("error:") for ln in lines)
+
+
+def test_evaluate_rejects_bad_file(tmp_path, capsys):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x00" * 100)
+    assert main(["evaluate", str(bad)]) == 2
+    out = capsys.readouterr().out.strip()
+    assert out.startswith("error:") and "bad.safetensors" in out and "\n" not in out
+
+
+@pytest.mark.skipif(not FMNIST.is_dir(), reason="Fashion-MNIST IDX files not installed")
+def test_evaluate_prints_top1(tmp_path, capsys, native):
+    run = _run_dir(tmp_path)
+    path = tmp_path / "m.safetensors"
+    assert main(["export", str(run), "--out", str(path)]) == 0
+    assert main(["evaluate", str(path), "--limit", "300", "--batch-size", "100"]) == 0
+    out = capsys.readouterr().out
+    assert "on 300 test images: engine top-1" in out and "run record 10.00%" in out

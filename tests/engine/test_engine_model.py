@@ -1,0 +1,202 @@
+"""Export, the packed file and whole-model equality of the engine with the simulated model."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from abc_lab.engine.export import export_model
+from abc_lab.engine.format import FormatError, load_packed
+from abc_lab.engine.runtime import load_model
+from abc_lab.models import build_model
+from abc_lab.quant import QuantConfig, quantize_model
+
+SPEC = {"name": "resnet20", "num_classes": 10, "in_channels": 1, "input_size": 28}
+FMNIST = Path("/usr/share/datasets/fashion-mnist")
+
+QUANTS = {
+    "fp": QuantConfig(name="fp"),
+    "bnn": QuantConfig(name="bnn"),
+    "bwn": QuantConfig(name="bwn"),
+    "xnor": QuantConfig(name="xnor"),
+    "abc33": QuantConfig(name="abc", M=3, N=3),
+    "abc3w": QuantConfig(name="abc", M=3, N=0),
+    "abc22-channel": QuantConfig(name="abc", M=2, N=2, alpha_scope="channel"),
+    "abc41-trainable-u": QuantConfig(name="abc", M=4, N=1, trainable_shifts=True),
+}
+
+
+def _model(quant: QuantConfig, seed: int = 0) -> torch.nn.Module:
+    """A quantized ResNet-20 with BatchNorm statistics and β, v away from their defaults."""
+    torch.manual_seed(seed)
+    model = quantize_model(build_model(**SPEC), quant)
+    model.train()
+    with torch.no_grad():
+        for _ in range(3):
+            model(torch.randn(16, 1, 28, 28))
+        for name, p in model.named_parameters():
+            if name.endswith(("input_quantizer.beta", "input_quantizer.v")):
+                p.add_(0.1 * torch.randn_like(p))
+    return model.eval()
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).abs().max() / b.abs().max().clamp_min(1e-12))
+
+
+@pytest.mark.parametrize("label", list(QUANTS))
+def test_export_size_and_logits(label, tmp_path, native):
+    quant = QUANTS[label]
+    model = _model(quant)
+    path = export_model(model, tmp_path / "m.safetensors", SPEC, quant)
+    tensors, meta = load_packed(path)
+    payload = sum(t.numel() * t.element_size() for t in tensors.values())
+    assert payload == meta["payload_bytes"] == meta["summary_packed_bytes"] + meta["buffer_bytes"]
+    header = int.from_bytes(path.read_bytes()[:8], "little")  # safetensors: size, JSON, data
+    assert path.stat().st_size == 8 + header + payload
+    x = torch.randn(8, 1, 28, 28)
+    with torch.no_grad():
+        want = model(x)
+    simulated = load_model(path, "simulated")
+    assert _rel(simulated(x), want) < 1e-6
+    engine = load_model(path, "native")
+    binary = [m for _, m in engine.packed_layers() if m.native]
+    assert bool(binary) == (quant.name in ("bnn", "xnor") or quant.N > 0 and quant.name == "abc")
+    assert _rel(engine(x), want) < 1e-4
+
+
+def _fmnist(count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    from abc_lab.data.idx import read_idx
+
+    def first(stem: str) -> Path:
+        return next(p for p in (FMNIST / stem, FMNIST / f"{stem}.gz") if p.is_file())
+
+    images = torch.from_numpy(read_idx(first("t10k-images-idx3-ubyte"))[:count].copy())
+    labels = torch.from_numpy(read_idx(first("t10k-labels-idx1-ubyte"))[:count].copy()).long()
+    images = images.float() / 255.0
+    return ((images - 0.2860) / 0.3530).unsqueeze(1), labels
+
+
+@pytest.mark.skipif(not FMNIST.is_dir(), reason="Fashion-MNIST IDX files not installed")
+@pytest.mark.parametrize("label", ["xnor", "abc33"])
+def test_trained_model_matches_simulation(label, tmp_path, native):
+    """A ResNet-20 trained for a few steps on Fashion-MNIST, 256 test images.
+
+    Layer by layer, on the simulation's own inputs, the integer dot products are equal and
+    the outputs agree to float rounding. End to end, logits agree within 1e-4 (relative)
+    on at least 90% of the images and the predicted class on at least 99%: an image may
+    differ where a value lands within float rounding of a binarisation threshold, which
+    then flips one binary input and propagates (abc(3,3) on the full test set: 3% of the
+    images; abc-lab evaluate names them).
+    """
+    quant = QUANTS[label]
+    x, y = _fmnist(256)
+    torch.manual_seed(0)
+    model = quantize_model(build_model(**SPEC), quant).train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    losses = []
+    for step in range(12):
+        idx = torch.arange(step * 32, step * 32 + 64) % len(y)
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(model(x[idx]), y[idx])
+        loss.backward()
+        opt.step()
+        losses.append(float(loss))
+    assert min(losses[-3:]) < losses[0]  # the weights, β and v moved with training
+    with torch.no_grad():  # BatchNorm statistics of the trained weights, as in evaluation
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.reset_running_stats()
+                m.momentum = None
+        for i in range(0, 256, 128):
+            model(x[i : i + 128])
+    model.eval()
+    path = export_model(model, tmp_path / "t.safetensors", SPEC, quant)
+    engine, simulated = load_model(path, "native"), load_model(path, "simulated")
+    inputs: dict[str, torch.Tensor] = {}
+    hooks = [
+        m.register_forward_hook(lambda mod, i, o, n=n: inputs.__setitem__(n, i[0]))
+        for n, m in simulated.packed_layers()
+    ]
+    with torch.no_grad():
+        want = model(x)
+        assert torch.equal(simulated(x[:64]), want[:64])
+    for h in hooks:
+        h.remove()
+    sim_layers = dict(simulated.packed_layers())
+    for name, layer in engine.packed_layers():
+        assert layer.native, name
+        assert torch.equal(layer.dots(inputs[name]), sim_layers[name].dots(inputs[name])), name
+        expected = sim_layers[name](inputs[name])
+        assert _rel(layer(inputs[name]), expected) < 1e-5, name
+    got = engine(x)
+    per_image = (got - want).abs().amax(1) / want.abs().amax(1)
+    assert (per_image <= 1e-4).float().mean() >= 0.9
+    assert (got.argmax(1) == want.argmax(1)).float().mean() >= 0.99
+
+
+def _exported(tmp_path: Path) -> Path:
+    return export_model(_model(QUANTS["xnor"]), tmp_path / "ok.safetensors", SPEC, QUANTS["xnor"])
+
+
+def _one_line_error(path: Path) -> str:
+    with pytest.raises(FormatError) as err:
+        load_model(path)
+    message = str(err.value)
+    assert "\n" not in message and str(path) in message
+    return message
+
+
+def test_rejects_corrupt_file(tmp_path):
+    path = _exported(tmp_path)
+    data = bytearray(path.read_bytes())
+    data[-100] ^= 0xFF  # one flipped byte inside a tensor
+    bad = tmp_path / "corrupt.safetensors"
+    bad.write_bytes(bytes(data))
+    assert "corrupt" in _one_line_error(bad)
+
+
+def test_rejects_truncated_file(tmp_path):
+    path = _exported(tmp_path)
+    bad = tmp_path / "truncated.safetensors"
+    bad.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    assert "truncated" in _one_line_error(bad)
+
+
+def test_rejects_foreign_files(tmp_path):
+    from safetensors.torch import save_file
+
+    foreign = tmp_path / "foreign.safetensors"
+    save_file({"w": torch.zeros(3)}, str(foreign), metadata={"x": "y"})
+    assert "not an abc-lab packed model" in _one_line_error(foreign)
+    text = tmp_path / "notes.safetensors"
+    text.write_text("hello")
+    _one_line_error(text)
+    other = tmp_path / "v99.safetensors"
+    save_file({"w": torch.zeros(3)}, str(other), metadata={"abc_lab": json.dumps(
+        {"format": "abc-lab/packed-model", "version": 99})})  # fmt: skip
+    assert "version" in _one_line_error(other)
+    _one_line_error(tmp_path / "missing.safetensors")
+
+
+def test_runs_without_kernels(tmp_path):
+    """Without compiled kernels the engine says so in one line and runs the simulated path."""
+    path = _exported(tmp_path)
+    code = (
+        "import torch; from abc_lab.engine.runtime import load_model; "
+        f"m = load_model({str(path)!r}); "
+        "print(m.backend, tuple(m(torch.randn(2, 1, 28, 28)).shape))"
+    )
+    env = {"ABC_LAB_ENGINE_NATIVE": "0", "PATH": "/usr/bin:/bin"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "simulated (2, 10)"
+    lines = [ln for ln in done.stderr.splitlines() if "abc-lab engine" in ln]
+    assert len(lines) == 1 and "simulated" in lines[0]
