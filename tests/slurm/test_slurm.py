@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from abc_lab.sweeps.records import read_record
+from abc_lab.sweeps.metrics import read_record
 
 from .cluster import Cluster, install, unavailable
 
@@ -97,7 +97,7 @@ def test_multirun_runs_each_job_as_a_slurm_job(cluster: Cluster, tmp_path: Path)
     for job in summary["jobs"]:
         record = read_record(Path(job["job_dir"]))
         assert record is not None and record["status"] == "finished"
-        assert record["key"]["M"] in (1, 3) and record["metrics"]["test"]["acc1"] >= 0
+        assert record["key"]["quant.M"] in (1, 3) and record["metrics"]["test"]["acc1"] >= 0
     assert (sweep / "summary.md").is_file() and (sweep / "report" / "report.md").is_file()
 
 

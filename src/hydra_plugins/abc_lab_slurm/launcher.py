@@ -168,7 +168,7 @@ class SlurmLauncher(SubmititSlurmLauncher):
     def _failed(sweep_dir: Path, idx: int, job: Any, err: Exception, overrides) -> JobReturn:
         """A job that ended without a result: one line, its record marked failed, and a
         completed JobReturn so Hydra goes on to the other jobs and the multirun summary."""
-        from abc_lab.sweeps.records import mark_record, read_record
+        from abc_lab.sweeps.metrics import mark_record, read_record
 
         state = getattr(job, "state", "UNKNOWN")
         first = next((ln for ln in str(err).splitlines() if ln.strip()), type(err).__name__)
