@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from abc_lab.sweeps.metrics import read_record
 
 from .cluster import Cluster, install, unavailable

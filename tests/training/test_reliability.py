@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 
 from abc_lab.errors import UserError
 from abc_lab.quant import QuantConfig
-from abc_lab.training.baseline import describe_gap
+from abc_lab.training.baseline import describe_gap as describe
 from abc_lab.training.precheck import quick_checks
 from abc_lab.training.resolvers import unique_dir
 from abc_lab.training.train import train
@@ -213,8 +213,14 @@ def test_baseline_found_under_run_dir_via_roots_and_init_from(compose_cfg, tmp_p
     fp = train(cfg, run_dir)
     assert fp["status"] == "finished"
     binary = json.loads(json.dumps(fp))
-    binary["key"].update(quant="abc", label="abc(3,3)", M=3, N=3)
+    binary["key"].update({"quant.name": "abc", "quant.M": 3, "quant.N": 3})
+    binary["quant"] = QuantConfig(name="abc", M=3, N=3).identity()
     binary["metrics"]["test"]["acc1"] = 0.5
+    path = tmp_path / "binary" / "results.json"
+
+    def describe_gap(record):
+        return describe(record, path)
+
     msg = describe_gap(binary)  # default roots: <tmp>/outputs and <tmp>/multirun only
     assert msg.startswith("no matching full-precision run found (looked in ")
     assert str(tmp_path / "outputs") in msg and "quant=fp" in msg
