@@ -37,10 +37,13 @@ def _run_dir(tmp_path: Path) -> Path:
     }  # fmt: skip
     (run / "config.yaml").write_text(yaml.safe_dump(config))
     record = {
-        "status": "finished",
+        "schema": "abc-lab/run-record", "version": 2, "status": "finished",
+        "key": {"model.name": SPEC["name"], "data.name": "fashion_mnist",
+                "quant.name": "abc", "seed": 0},
+        "quant": quant.identity(),
         "checkpoints": {"best": str(ckpt), "last": str(ckpt)},
         "metrics": {"test": {"acc1": 0.1}},
-    }
+    }  # fmt: skip
     (run / "results.json").write_text(json.dumps(record))
     return run
 

@@ -303,7 +303,7 @@ def test_wandb_goes_online_only_when_asked(compose_cfg, monkeypatch):
 def test_slurm_launcher_preset_composes(tmp_path):
     res = run_cli("train", "hydra/launcher=slurm", "--cfg", "hydra", cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-2000:]
-    assert "submitit_launcher.SlurmLauncher" in res.stdout
+    assert "abc_lab_slurm.launcher.SlurmLauncher" in res.stdout
     assert "timeout_min: 240" in res.stdout
 
 

@@ -113,7 +113,7 @@ def test_init_from_a_run_directory_reads_its_record(tmp_path):
     assert run_checkpoint("/some/file.ckpt", "init_from") == "/some/file.ckpt"
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(UserError, match="without a readable results.json"):
+    with pytest.raises(UserError, match="without a usable results.json"):
         run_checkpoint(empty, "init_from")
     running = _record(tmp_path / "running", "running", None)
     with pytest.raises(UserError, match="'running', not finished"):

@@ -183,6 +183,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     if cfg.get("compile"):  # in place: state_dict keys and checkpoints stay those of the model
         model.compile(mode=cfg.compile if isinstance(cfg.compile, str) else None)
     run_dir.mkdir(parents=True, exist_ok=True)
+    for stale in (run_dir / "checkpoints").glob(".*.ckpt.*.tmp"):  # a write killed half-way
+        stale.unlink(missing_ok=True)
     OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
     if cfg.print_config:
         print_config_tree(cfg, run_dir)
