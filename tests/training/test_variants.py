@@ -104,7 +104,14 @@ def test_binary_variant_starts_from_the_finished_fp_run_beside_it(compose_cfg, t
 
 def _record(run_dir: Path, status: str, best: str | None) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
-    record = {"status": status, "checkpoints": {"best": best, "last": None}}
+    record = {
+        "schema": "abc-lab/run-record", "version": 2, "status": status,
+        "key": {"model.name": "resnet20", "data.name": "fashion_mnist", "quant.name": "fp",
+                "seed": 0},
+        "quant": {"name": "fp", "label": "fp", "family": "fp", "weight_bases": 0,
+                  "activation_bases": 0, "fields": []},
+        "checkpoints": {"best": best, "last": None},
+    }  # fmt: skip
     (run_dir / "results.json").write_text(json.dumps(record))
     return run_dir
 
