@@ -8,38 +8,23 @@ training's W&B logger joins the sweep run and the server sees its metrics (logge
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import os
 import signal
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
 from ..console import make_console
-from ..runs import now_iso, write_json_atomic
+from ..runs import now_iso
 from .job_summary import summarize
 from .metrics import summary_metrics
-from .runner import STATE_NAME, STATE_SCHEMA, SweepRunner, rows_of, train_command
+from .runner import STATE_NAME, STATE_SCHEMA, SweepRunner, locked_state, rows_of, train_command
 from .spec import SpecError, SweepSpec
 
 PARAM_PATH_ENV = "WANDB_SWEEP_PARAM_PATH"
-
-
-@contextlib.contextmanager
-def _locked_state(sweep_dir: Path) -> Iterator[dict[str, Any]]:
-    """Read-modify-write ``sweep.json`` under a lock shared by the agents of this machine."""
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    with open(sweep_dir / ".state.lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        path = sweep_dir / STATE_NAME
-        state = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-        yield state
-        state["updated_at"] = now_iso()
-        write_json_atomic(path, state)
 
 
 def read_params(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -150,7 +135,7 @@ def run_online(
     if not sweep_id:
         raise SpecError("W&B did not create the sweep; log in with `wandb login` or run offline")
     sweep_dir = Path(sweep_dir or Path("multirun") / "sweeps" / f"{spec.name}-{sweep_id}")
-    with _locked_state(sweep_dir) as state:
+    with locked_state(sweep_dir) as state:
         if state and state.get("fingerprint") != spec.fingerprint():
             raise SpecError(f"{sweep_dir} holds another sweep; pass another --sweep-dir")
         state.update(

@@ -35,6 +35,7 @@ from .spec import SpecError, SweepSpec, compose_train
 
 STATE_NAME = "sweep.json"
 STATE_SCHEMA = "abc-lab/sweep-state"
+STATE_LOCK = ".state.lock"  # held for each read-modify-write of sweep.json
 RUNS_DIR = "runs"
 INTERRUPTED_DIR = "interrupted"
 DONE_STATES = ("finished", "failed", "stopped")
@@ -155,6 +156,24 @@ def sweep_lock(sweep_dir: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+@contextlib.contextmanager
+def locked_state(sweep_dir: Path) -> Iterator[dict[str, Any]]:
+    """Read-modify-write ``sweep.json`` under the lock every runner and agent of the sweep
+    takes; the dict yielded is written back (atomically) when the block ends."""
+    sweep_dir = Path(sweep_dir)
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    path = sweep_dir / STATE_NAME
+    with open(sweep_dir / STATE_LOCK, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            state = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        except ValueError:
+            raise SpecError(f"{path} is corrupt; move it away to start the sweep afresh") from None
+        yield state
+        state["updated_at"] = now_iso()
+        write_json_atomic(path, state)
+
+
 class SweepRunner:
     """Runs the proposals of a sweep engine as ``abc-lab train`` jobs in a sweep dir.
 
@@ -204,11 +223,11 @@ class SweepRunner:
         return self.state["runs"]
 
     @contextlib.contextmanager
-    def _state_lock(self) -> Iterator[None]:
+    def _state_lock(self) -> Iterator[None]:  # also taken by locked_state()
         """A short lock around each read-modify-write of ``sweep.json`` (agents of one sweep
         on one machine or a shared filesystem write it in turns)."""
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.sweep_dir / ".state.lock", "w") as fh:
+        with open(self.sweep_dir / STATE_LOCK, "w") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
             yield
 
@@ -223,16 +242,14 @@ class SweepRunner:
 
     def save(self) -> None:
         """Write this runner's runs into ``sweep.json``; runs other agents wrote stay theirs."""
-        with self._state_lock():
-            disk = self._read_state() or {}
+        with locked_state(self.sweep_dir) as disk:
             mine = {r["name"]: r for r in self.runs if r["name"] in self._own}
             runs = [mine.pop(r.get("name"), r) for r in disk.get("runs", [])]
             runs += list(mine.values())
-            merged = {**disk, **{k: v for k, v in self.state.items() if k != "runs"}}
-            merged["dedupe"] = {**disk.get("dedupe", {}), **self.state.get("dedupe", {})}
-            merged.update(runs=runs, updated_at=now_iso())
-            write_json_atomic(self.sweep_dir / STATE_NAME, merged)
-            self.state = merged
+            dedupe = {**disk.get("dedupe", {}), **self.state.get("dedupe", {})}
+            disk.update({k: v for k, v in self.state.items() if k != "runs"})
+            disk.update(runs=runs, dedupe=dedupe)
+            self.state = disk
 
     def _load_or_create(self) -> None:
         path = self.sweep_dir / STATE_NAME

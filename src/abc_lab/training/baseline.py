@@ -13,6 +13,7 @@ from pathlib import Path
 from ..runs import RECORD_NAME, Run, load_runs
 from ..runs.baseline import baseline_command, baselines_for
 from ..runs.reader import mean
+from .checkpoints import run_dir_of
 
 
 def baseline_roots(record: dict) -> list[Path]:
@@ -27,13 +28,7 @@ def baseline_roots(record: dict) -> list[Path]:
 def init_from_dir(record: dict) -> Path | None:
     """The directory holding the run that ``init_from`` named (its run dir's parent)."""
     init = (record.get("key") or {}).get("init_from")
-    if not init:
-        return None
-    path = Path(init)
-    run = path if path.is_dir() else path.parent
-    if run.name == "checkpoints":
-        run = run.parent
-    return run.parent
+    return run_dir_of(init).parent if init else None
 
 
 def describe_gap(record: dict, path: Path) -> str:

@@ -15,8 +15,12 @@ HOW = "pass the path of a .ckpt written by abc-lab train (e.g. <run dir>/checkpo
 
 
 def run_dir_of(checkpoint: str | Path) -> Path:
-    """The run directory a checkpoint belongs to (``<run>/checkpoints/x.ckpt`` -> ``<run>``)."""
-    parent = Path(checkpoint).resolve().parent
+    """The run directory a checkpoint belongs to (``<run>/checkpoints/x.ckpt`` -> ``<run>``);
+    a directory is its own run directory."""
+    path = Path(checkpoint).resolve()
+    if path.is_dir():
+        return path
+    parent = path.parent
     return parent.parent if parent.name == "checkpoints" else parent
 
 
