@@ -56,21 +56,14 @@ def strays(marker: Path) -> list[int]:
     return found
 
 
-RESUME_GAP = pytest.mark.xfail(
-    reason="known defect: the checkpoint a kill here resumes from holds the record state of "
-    "the step before the last validation, so that epoch's history entry is missing",
-    strict=False,
-)
-
-
 @pytest.mark.parametrize(
     "fault",
     [
         "first_step",
         "mid_epoch:3",
-        pytest.param("validation", marks=RESUME_GAP),
+        "validation",
         "checkpoint_write:2",
-        pytest.param("test", marks=RESUME_GAP),
+        "test",
     ],
 )
 def test_killed_training_resumes_to_one_complete_record(tmp_path: Path, fault: str) -> None:
