@@ -17,10 +17,10 @@ FMNIST = Path("/usr/share/datasets/fashion-mnist")
 SPEC = {"name": "resnet20", "num_classes": 10, "in_channels": 1, "input_size": 28}
 
 
-def _run_dir(tmp_path: Path) -> Path:
+def _run_dir(tmp_path: Path, quant: QuantConfig | None = None) -> Path:
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
-    quant = QuantConfig(name="abc", M=2, N=2)
+    quant = quant or QuantConfig(name="abc", M=2, N=2)
     torch.manual_seed(0)
     model = quantize_model(build_model(**SPEC), quant).eval()
     ckpt = run / "checkpoints" / "best-epoch0.ckpt"
@@ -39,7 +39,7 @@ def _run_dir(tmp_path: Path) -> Path:
     record = {
         "schema": "abc-lab/run-record", "version": 2, "status": "finished",
         "key": {"model.name": SPEC["name"], "data.name": "fashion_mnist",
-                "quant.name": "abc", "seed": 0},
+                "quant.name": quant.name, "seed": 0},
         "quant": quant.identity(),
         "checkpoints": {"best": str(ckpt), "last": str(ckpt)},
         "metrics": {"test": {"acc1": 0.1}},
@@ -61,6 +61,18 @@ def test_export_rejects_bad_sources(tmp_path, capsys):
     assert main(["export", str(tmp_path / "empty")]) == 2
     lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.strip()]
     assert len(lines) == 2 and all(ln.startswith("error:") for ln in lines)
+
+
+@pytest.mark.parametrize("name", ["abc_act_only", "sign_act_only"])
+def test_export_refuses_activation_only_runs_in_one_line(tmp_path, capsys, name):
+    """Stage 1 of two-stage training keeps float weights: no packed form, one line naming
+    the fix (export the binary-weight run trained from it)."""
+    run = _run_dir(tmp_path, QuantConfig(name=name, N=2))
+    assert main(["export", str(run)]) == 2
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), lines
+    assert "float weights" in lines[0] and "recipe=two_stage_2" in lines[0]
+    assert not (run / "export").exists()
 
 
 def test_evaluate_rejects_bad_file(tmp_path, capsys):

@@ -186,7 +186,8 @@ def test_console_script_bad_input_one_line_and_no_run_dir(tmp_path):
 
 def test_help_and_cfg_job(tmp_path):
     res = run_cli("train", "--help", cwd=tmp_path)
-    assert res.returncode == 0 and "quant: abc, abc_weight_only, bnn, bwn, fp, xnor" in res.stdout
+    quants = "quant: abc, abc_act_only, abc_weight_only, bnn, bwn, fp, sign_act_only, xnor"
+    assert res.returncode == 0 and quants in res.stdout
     res = run_cli("train", "--cfg", "job", "model=resnet34", "quant.M=5", cwd=tmp_path)
     assert res.returncode == 0
     assert "name: resnet34" in res.stdout and "M: 5" in res.stdout

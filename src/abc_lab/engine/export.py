@@ -90,6 +90,13 @@ def pack_model(
 ) -> tuple[dict[str, Tensor], dict[str, Any]]:
     """Tensors and metadata of the packed form of ``model`` (built by
     ``build_model(**model_spec)`` and quantized with ``quant``), without writing a file."""
+    identity = quant.identity()
+    if identity["weight_bases"] == 0 and identity["activation_bases"] > 0:
+        raise ExportError(
+            f"{quant.label()} binarises activations but keeps float weights (stage 1 of "
+            "two-stage training), which has no packed form; export the run trained from it "
+            "with binary weights (abc-lab train recipe=two_stage_2 init_from=<this run>)"
+        )
     spec = {k: model_spec[k] for k in MODEL_KEYS}
     input_shape = [spec["in_channels"], spec["input_size"], spec["input_size"]]
     model = model.float().eval()

@@ -1,4 +1,5 @@
-"""Quantizer configurations by name: fp, bnn, bwn, xnor, abc (Larq-style string aliases).
+"""Quantizer configurations by name: fp, bnn, bwn, xnor, abc, and the activation-only
+abc_act_only and sign_act_only (Larq-style string aliases).
 
 ``QuantConfig`` is plain data (Hydra builds it from ``conf/quant/*.yaml``); the registry
 maps its ``name`` to a recipe that makes fresh weight / input quantizers for each layer.
@@ -38,6 +39,7 @@ class QuantizerSpec:
     fields: Callable[[QuantConfig], tuple[str, ...]]
     label: Callable[[QuantConfig], str]
     family: str
+    check: Callable[[QuantConfig], None] | None = None
 
 
 _REGISTRY: dict[str, QuantizerSpec] = {}
@@ -48,9 +50,11 @@ def register_quantizer(
     fields: tuple[str, ...] | Callable[[QuantConfig], tuple[str, ...]] = LAYER_FIELDS,
     label: Callable[[QuantConfig], str] | None = None,
     family: str | None = None,
+    check: Callable[[QuantConfig], None] | None = None,
 ) -> Callable[[Recipe], Recipe]:
     """Register a recipe ``cfg -> (kernel_quantizer, input_quantizer)`` under ``name``, with
-    the config fields it reads, its label and its family (default: its own name)."""
+    the config fields it reads, its label, its family (default: its own name) and an optional
+    ``check`` that raises ValueError for settings it cannot use (run when a config is made)."""
 
     def deco(fn: Recipe) -> Recipe:
         _REGISTRY[name] = QuantizerSpec(
@@ -58,6 +62,7 @@ def register_quantizer(
             fields=fields if callable(fields) else (lambda cfg, f=tuple(fields): f),
             label=label or (lambda cfg: name),
             family=family or name,
+            check=check,
         )
         return fn
 
@@ -72,8 +77,9 @@ def list_quantizers() -> list[str]:
 class QuantConfig:
     """Which quantizer, with which bases, applied to which layers.
 
-    name: fp | bnn | bwn | xnor | abc.  M, N: ABC weight / activation base counts (N = 0:
-    float activations, the paper's weight-only rows). shifts: weight shifts u (default
+    name: fp | bnn | bwn | xnor | abc | abc_act_only | sign_act_only (the last two: binary
+    activations, float weights).  M, N: ABC weight / activation base counts (N = 0: float
+    activations, the paper's weight-only rows). shifts: weight shifts u (default
     evenly spread in [-1, 1]). alpha_scope: "layer" (paper) or "channel". act_shift_center /
     act_shift_spread: initial v (see ``activation_shifts``). keep_first / keep_last: leave the
     first conv and the last linear layer in full precision. keep_fp: extra module-name
@@ -118,6 +124,9 @@ class QuantConfig:
                 f"beta_init must be null (1/N), a number or 'lsq', got {self.beta_init!r}"
             )
         self.keep_fp = list(self.keep_fp)
+        check = _REGISTRY[self.name].check
+        if check is not None:
+            check(self)
 
     def make(self) -> tuple[WeightQuantizer | None, InputQuantizer | None]:
         """Fresh (kernel_quantizer, input_quantizer) for one layer."""
@@ -188,3 +197,33 @@ def _abc(cfg: QuantConfig):
     if cfg.N == 0:
         return kernel, None
     return kernel, ABCInput(cfg.N, cfg.act_shift_center, cfg.act_shift_spread, cfg.beta_init)
+
+
+# Activation-only quantizers: binary activations, float weights. The first stage of two-stage
+# training (binary activations first, then binary weights from that run: recipe=two_stage_1,
+# two_stage_2); not a deployable network of their own (the packed export refuses them).
+def _act_only_fields(cfg: QuantConfig) -> tuple[str, ...]:
+    return (*LAYER_FIELDS, "N", "act_shift_center", "act_shift_spread", "beta_init")
+
+
+def _needs_activation_bases(cfg: QuantConfig) -> None:
+    if cfg.N < 1:
+        raise ValueError(
+            f"{cfg.name} binarises activations with N >= 1 bases, got N={cfg.N} "
+            "(float weights and float activations is quant=fp)"
+        )
+
+
+@register_quantizer(
+    "abc_act_only",
+    fields=_act_only_fields,
+    label=lambda cfg: f"abc(fp,{cfg.N})",
+    check=_needs_activation_bases,
+)
+def _abc_act_only(cfg: QuantConfig):
+    return None, ABCInput(cfg.N, cfg.act_shift_center, cfg.act_shift_spread, cfg.beta_init)
+
+
+@register_quantizer("sign_act_only", label=lambda cfg: "sign(fp,1)")
+def _sign_act_only(cfg: QuantConfig):
+    return None, SignInput()
