@@ -119,15 +119,27 @@ def quantize_from(
 ) -> nn.Module:
     """Load ``state`` into the float ``model``, then quantize it with ``quant``.
 
-    The float weights are loaded before quantization (so quantizers initialise from them);
-    quantizer parameters in ``state`` (a binary run's checkpoint) are loaded after it.
+    The float weights are loaded before quantization (so quantizers initialise from them).
+    Quantizer parameters in ``state`` (a binary run's checkpoint) are loaded after it where
+    this run's quantizer has the same parameter: a checkpoint of another quantizer carries
+    over what the two share and the rest starts fresh (stage 2 of two-stage training keeps
+    stage 1's activation shifts v and scales β; its weight quantizer is new). A shared
+    parameter of another shape (another N) is an error.
     """
     if state is not None:
         float_part = {k: v for k, v in state.items() if "quantizer." not in k}
         check_compatible(model, float_part, what, path)
         load_into(model, float_part)
     model = quantize_model(model, quant)
-    if state is not None and any("quantizer." in k for k in state):
-        check_compatible(model, state, what, path)
-        load_into(model, state)
+    quant_part = {k: v for k, v in (state or {}).items() if "quantizer." in k}
+    if quant_part:
+        expected = model.state_dict()
+        for k, v in quant_part.items():
+            if k in expected and v.shape != expected[k].shape:
+                raise UserError(
+                    f"{what} '{path}' holds quantizer parameter '{k}' of shape "
+                    f"{tuple(v.shape)}, this run's quantizer needs {tuple(expected[k].shape)}; "
+                    "use the base counts (quant.N, quant.M) of the run it comes from"
+                )
+        load_into(model, quant_part)
     return model
