@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import lightning.pytorch as pl
 import torch
@@ -10,6 +10,7 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from ..quant import ABCInput, ABCWeight, QuantConv2d, QuantLinear
+from .optimizers import OptimizerSpec, build_optimizer
 
 
 def quant_parameters(model: nn.Module) -> dict[str, dict[str, list[float]]]:
@@ -39,7 +40,8 @@ class ClassifierModule(pl.LightningModule):
     ``optimizer`` and ``scheduler`` are partials from the config; the scheduler is given
     ``total_steps`` and ``steps_per_epoch`` and stepped every optimizer step. Quantizer
     parameters (v, β, u) get ``lr * quant_lr_scale`` and, like BatchNorm and biases, no
-    weight decay.
+    weight decay. ``param_groups`` (resolved ``module.param_groups``) gives the binary, quant
+    and float parameters optimizers of their own (``optimizers.build_optimizer``).
     """
 
     def __init__(
@@ -51,11 +53,13 @@ class ClassifierModule(pl.LightningModule):
         label_smoothing: float = 0.0,
         quant_lr_scale: float = 1.0,
         log_quant_every_n_epochs: int = 1,
+        param_groups: Mapping[str, OptimizerSpec | None] | None = None,
     ) -> None:
         super().__init__()
         self.model = model
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
+        self.group_settings = dict(param_groups) if param_groups else None
         self.quant_lr_scale = quant_lr_scale
         self.log_quant_every = log_quant_every_n_epochs
         self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
@@ -104,22 +108,9 @@ class ClassifierModule(pl.LightningModule):
                     self.log(f"quant/{layer}/{kind}_{i}", value, on_epoch=True, sync_dist=False)
 
     def configure_optimizers(self):
-        quant, no_decay, decay = [], [], []
-        for name, p in self.model.named_parameters():
-            if not p.requires_grad:
-                continue
-            if "quantizer." in name:
-                quant.append(p)
-            elif p.ndim <= 1:
-                no_decay.append(p)  # BatchNorm weights/biases, layer biases
-            else:
-                decay.append(p)
-        probe = self.optimizer_factory(params=[torch.zeros(1, requires_grad=True)])
-        lr = probe.defaults["lr"]
-        groups = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
-        if quant:
-            groups.append({"params": quant, "weight_decay": 0.0, "lr": lr * self.quant_lr_scale})
-        optimizer = self.optimizer_factory(params=[g for g in groups if g["params"]])
+        optimizer = build_optimizer(
+            self.model, self.optimizer_factory, self.group_settings, self.quant_lr_scale
+        )
         if self.scheduler_factory is None:
             return optimizer
         total = int(self.trainer.estimated_stepping_batches)

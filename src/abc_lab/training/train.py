@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 from rich.console import Console
 
+from ..configs import config_dir
 from ..console import make_console
 from ..data import DataError
 from ..errors import UserError
@@ -32,6 +33,7 @@ from .callbacks import latest_checkpoint
 from .checkpoint_io import AtomicCheckpointIO
 from .faults import fault_callbacks
 from .lightning_data import LightningData
+from .optimizers import OptimizerSpec, resolve_group_settings
 from .precheck import quick_checks
 from .recorder import RunRecorder, git_info, library_versions
 from .rundir import discard_run_dir  # noqa: F401  (re-exported)
@@ -97,6 +99,7 @@ class Checked:
     resume_path: str | None
     resume_state: dict | None
     resume_step: int | None = None
+    param_groups: dict[str, OptimizerSpec | None] | None = None
 
 
 def preflight(cfg: DictConfig, run_dir: Path) -> Checked:
@@ -136,7 +139,26 @@ def preflight(cfg: DictConfig, run_dir: Path) -> Checked:
             resume_ckpt = ckpts.read_checkpoint(resume, "ckpt_path")
             resume_state = ckpts.model_state(resume_ckpt)
             resume_step = resume_ckpt.get("global_step")
-    return Checked(q, datamodule, init_state, resume, resume_state, resume_step)
+    checked = Checked(q, datamodule, init_state, resume, resume_state, resume_step)
+    checked.param_groups = resolve_group_settings(
+        cfg.module.get("param_groups"), build(cfg.optim, named=True), config_dir()
+    )
+    return checked
+
+
+def build_module(cfg: DictConfig, model: torch.nn.Module, checked: Checked, num_classes: int):
+    """The LightningModule from ``cfg.module``, given the model, optimizer and schedule
+    factories and the resolved parameter groups."""
+    settings = OmegaConf.to_container(cfg.module, resolve=True)
+    settings.pop("param_groups", None)
+    return instantiate(
+        settings,
+        model=model,
+        optimizer=build(cfg.optim, named=True),
+        scheduler=build(cfg.schedule, named=True),
+        num_classes=num_classes,
+        param_groups=checked.param_groups,
+    )
 
 
 def build_model(cfg: DictConfig, checked: Checked) -> torch.nn.Module:
@@ -190,13 +212,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         print_config_tree(cfg, run_dir)
     console.print(summary.rich_table(f"{cfg.model.name} · {checked.quant.label()}"))
 
-    module = build(
-        cfg.module,
-        model=model,
-        optimizer=build(cfg.optim, named=True),
-        scheduler=build(cfg.schedule, named=True),
-        num_classes=dm.num_classes,
-    )
+    module = build_module(cfg, model, checked, dm.num_classes)
     # resuming in the run's own directory continues its W&B run, CSV rows and start time
     # (ckpt_path=last on a run killed before its first checkpoint starts over, same W&B run)
     previous = resume.previous_record(run_dir) if cfg.ckpt_path else None
