@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -74,3 +76,15 @@ def run_cli(*args: str, cwd: Path, timeout: int = 300, env: dict | None = None):
 
 
 SHRINK_CLI = [*SHRINK, "callbacks.progress=null"]
+
+
+def move_run(run_dir: Path, dest: Path) -> Path:
+    """Move a finished run (compose_cfg puts every run in tmp_path/run) to ``dest``, with its
+    record naming its checkpoints where they now are, so the next run can start from it."""
+    shutil.move(run_dir, dest)
+    record = json.loads((dest / "results.json").read_text())
+    for kind, path in (record.get("checkpoints") or {}).items():
+        if path:
+            record["checkpoints"][kind] = str(dest / "checkpoints" / Path(path).name)
+    (dest / "results.json").write_text(json.dumps(record))
+    return dest

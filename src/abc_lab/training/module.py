@@ -10,6 +10,7 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from ..quant import ABCInput, ABCWeight, QuantConv2d, QuantLinear
+from .distill import Distiller
 from .optimizers import OptimizerSpec, build_optimizer
 
 
@@ -42,6 +43,8 @@ class ClassifierModule(pl.LightningModule):
     parameters (v, β, u) get ``lr * quant_lr_scale`` and, like BatchNorm and biases, no
     weight decay. ``param_groups`` (resolved ``module.param_groups``) gives the binary, quant
     and float parameters optimizers of their own (``optimizers.build_optimizer``).
+    ``distiller`` adds a frozen teacher's terms to the training loss (``distill.Distiller``);
+    it is a plain object, so the teacher stays out of this module's state_dict.
     """
 
     def __init__(
@@ -54,12 +57,16 @@ class ClassifierModule(pl.LightningModule):
         quant_lr_scale: float = 1.0,
         log_quant_every_n_epochs: int = 1,
         param_groups: Mapping[str, OptimizerSpec | None] | None = None,
+        distiller: Distiller | None = None,
     ) -> None:
         super().__init__()
         self.model = model
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.group_settings = dict(param_groups) if param_groups else None
+        self.distiller = distiller
+        if distiller is not None:
+            distiller.attach(model)
         self.quant_lr_scale = quant_lr_scale
         self.log_quant_every = log_quant_every_n_epochs
         self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
@@ -80,6 +87,10 @@ class ClassifierModule(pl.LightningModule):
         x, y = batch
         logits = self(x)
         loss = self.criterion(logits, y)
+        self._log_metrics(stage, loss, logits, y)
+        return loss
+
+    def _log_metrics(self, stage: str, loss: torch.Tensor, logits: torch.Tensor, y) -> None:
         on_step = stage == "train"
         self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True)
         for name in self.topk:
@@ -88,10 +99,23 @@ class ClassifierModule(pl.LightningModule):
             self.log(
                 f"{stage}/{name}", metric, on_step=False, on_epoch=True, prog_bar=name == "acc1"
             )
-        return loss
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        return self._step(batch, "train")
+        if self.distiller is None:
+            return self._step(batch, "train")
+        x, y = batch
+        with self.distiller.student_features() as features:
+            logits = self(x)
+        ce = self.criterion(logits, y)
+        loss, parts = self.distiller.loss(x, logits, ce, features)
+        for name, value in parts.items():
+            self.log(f"train/{name}", value, on_step=False, on_epoch=True)
+        self._log_metrics("train", loss, logits, y)
+        return loss
+
+    def on_fit_start(self) -> None:
+        if self.distiller is not None:  # not a submodule: moved with the student by hand
+            self.distiller.to(self.device)
 
     def validation_step(self, batch, batch_idx: int) -> None:
         self._step(batch, "val")

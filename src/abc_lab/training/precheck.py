@@ -28,8 +28,31 @@ def _count(name: str, value: object, minimum: int) -> None:
         raise UserError(f"{name} must be an integer >= {minimum}, got {int(value)}{QUANT_HINT}")
 
 
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _distill_checks(distill: DictConfig | None) -> None:
+    """Temperature > 0, weight in [0, 1], feature_weight >= 0; a teacher needs a term."""
+    if not distill:
+        return
+    t, w, fw = distill.get("temperature"), distill.get("weight"), distill.get("feature_weight")
+    if not _number(t) or t <= 0:
+        raise UserError(f"module.distill.temperature={t} must be a number > 0 (e.g. 4.0)")
+    if not _number(w) or not 0 <= w <= 1:
+        raise UserError(f"module.distill.weight={w} must be a number in [0, 1]")
+    if not _number(fw) or fw < 0:
+        raise UserError(f"module.distill.feature_weight={fw} must be a number >= 0")
+    if distill.get("teacher") and w == 0 and fw == 0:
+        raise UserError(
+            "module.distill.teacher is set but module.distill.weight and feature_weight are 0; "
+            "give the soft-label term a weight, e.g. module.distill.weight=0.5"
+        )
+
+
 def quick_checks(cfg: DictConfig) -> None:
-    """Raise UserError for bad base counts, learning rate or epoch count."""
+    """Raise UserError for bad base counts, learning rate, epoch count or distillation
+    settings."""
     quant = cfg.get("quant")
     if quant is not None:
         _count("M", quant.get("M", 3), 1)
@@ -40,3 +63,5 @@ def quick_checks(cfg: DictConfig) -> None:
     epochs = cfg.trainer.get("max_epochs")
     if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
         raise UserError(f"trainer.max_epochs={epochs} must be an integer >= 1")
+    module = cfg.get("module")
+    _distill_checks(module.get("distill") if module is not None else None)

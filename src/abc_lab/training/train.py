@@ -31,12 +31,14 @@ from . import checkpoints as ckpts
 from . import resume
 from .callbacks import latest_checkpoint
 from .checkpoint_io import AtomicCheckpointIO
+from .distill import Distiller
 from .faults import fault_callbacks
 from .lightning_data import LightningData
 from .optimizers import OptimizerSpec, resolve_group_settings
 from .precheck import quick_checks
 from .recorder import RunRecorder, git_info, library_versions
 from .rundir import discard_run_dir  # noqa: F401  (re-exported)
+from .teacher import load_teacher
 
 console = make_console()
 
@@ -89,6 +91,14 @@ def init_source(init_from: str | None) -> dict[str, Any] | None:
     return {"run": source.label, "variant": json.dumps(source.variant, default=str)}
 
 
+def distill_record(teacher: str | None) -> dict[str, Any] | None:
+    """What the record says of distillation: the teacher's source (as ``init.source`` says of
+    init_from: its run's label and setup), or None without a teacher."""
+    if not teacher:
+        return None
+    return {"teacher_source": init_source(teacher)}
+
+
 @dataclass
 class Checked:
     """What the pre-flight checks built and verified, handed on to training."""
@@ -99,6 +109,7 @@ class Checked:
     resume_path: str | None
     resume_state: dict | None
     resume_step: int | None = None
+    teacher: torch.nn.Module | None = None
     param_groups: dict[str, OptimizerSpec | None] | None = None
 
 
@@ -143,14 +154,27 @@ def preflight(cfg: DictConfig, run_dir: Path) -> Checked:
     checked.param_groups = resolve_group_settings(
         cfg.module.get("param_groups"), build(cfg.optim, named=True), config_dir()
     )
+    distill = cfg.module.get("distill")
+    if distill and distill.teacher:
+        checked.teacher, cfg.module.distill.teacher = load_teacher(cfg, distill.teacher)
     return checked
 
 
 def build_module(cfg: DictConfig, model: torch.nn.Module, checked: Checked, num_classes: int):
     """The LightningModule from ``cfg.module``, given the model, optimizer and schedule
-    factories and the resolved parameter groups."""
+    factories, the resolved parameter groups and the distiller (when there is a teacher)."""
     settings = OmegaConf.to_container(cfg.module, resolve=True)
+    distill = settings.pop("distill", None) or {}
     settings.pop("param_groups", None)
+    distiller = None
+    if checked.teacher is not None:
+        distiller = Distiller(
+            checked.teacher,
+            temperature=distill["temperature"],
+            weight=distill["weight"],
+            feature_weight=distill["feature_weight"],
+            layers=distill.get("feature_layers"),
+        )
     return instantiate(
         settings,
         model=model,
@@ -158,6 +182,7 @@ def build_module(cfg: DictConfig, model: torch.nn.Module, checked: Checked, num_
         scheduler=build(cfg.schedule, named=True),
         num_classes=num_classes,
         param_groups=checked.param_groups,
+        distiller=distiller,
     )
 
 
@@ -226,6 +251,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             "quant": checked.quant.identity(),
             "overrides": command_overrides(),
             "init": {"source": init_source(cfg.init_from)},
+            "distill": distill_record((cfg.module.get("distill") or {}).get("teacher")),
             "config": OmegaConf.to_container(cfg, resolve=True),
             "summary": summary.totals(),
             "versions": library_versions(),
