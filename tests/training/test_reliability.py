@@ -161,8 +161,10 @@ def test_multirun_sweep_dirs_are_unique(compose_cfg):
                             "resnet34, resnet50, vgg_small"),
         ("data=nosuch", "error: unknown data 'nosuch'; choose one of cifar10, fashion_mnist, "
                         "image_folder, imagenet"),
-        ("quant=nosuch", "error: unknown quant 'nosuch'; choose one of abc, abc_weight_only, bnn, "
-                         "bwn, fp, xnor"),
+        ("quant=nosuch", "error: unknown quant 'nosuch'; choose one of abc, abc_act_only, "
+                         "abc_weight_only, bnn, bwn, fp, sign_act_only, xnor"),
+        ("recipe=finetune", "error: recipe=finetune needs init_from; pass init_from=<value> "
+                            "(see conf/recipe/finetune.yaml)"),
         ("quant.MM=3", "error: quant.MM is not an option of quant (options: name, M, N, shifts, "),
         ("seeed=1", "error: seeed is not an option of the config (options: data, model, quant, "),
         ("quant.M=0", "error: M must be an integer >= 1, got 0 (check the quant.* overrides)"),
@@ -178,7 +180,8 @@ def test_bad_group_option_or_key_exits_2_with_one_line(tmp_path, override, line)
 
 @pytest.mark.parametrize("argv", [
     ["--help"], ["train", "--help"], ["train", "--cfg", "job"], ["train", "quant.M=0"],
-    ["train", "model=resnet999"], ["train", "optim.lr=0"],
+    ["train", "model=resnet999"], ["train", "optim.lr=0"], ["train", "recipe=two_stage_2"],
+    ["train", "module.distill.temperature=0"],
 ])  # fmt: skip
 def test_quick_answers_do_not_import_torch(tmp_path, argv):
     code = (

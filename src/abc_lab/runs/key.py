@@ -45,6 +45,7 @@ EXCLUDED: dict[str, str] = {
     "*._partial_": "how a group's choice is built",
     "task_name": "the job's name",
     "variant": "a study variant's name (its quantizer, seed and init_from are the key)",
+    "recipe.*": "a training recipe's name and required fields (the settings it makes are the key)",
     "ckpt_path": "resuming continues the same run",
     "test": "whether the test set is evaluated at the end",
     "kernel": "compiled or eager kernels compute the same values",
@@ -62,6 +63,14 @@ QUANTIZER_FIELDS = ("quant.*", "module.quant_lr_scale", "init_from")
 KEY_DEFAULTS: dict[str, Any] = {
     "trainer.precision": "32-true",
     "trainer.gradient_clip_val": None,
+    "module.param_groups.binary": None,
+    "module.param_groups.quant": None,
+    "module.param_groups.float": None,
+    "module.distill.teacher": None,
+    "module.distill.temperature": 4.0,
+    "module.distill.weight": 0.5,
+    "module.distill.feature_weight": 0.0,
+    "module.distill.feature_layers": None,
 }
 
 

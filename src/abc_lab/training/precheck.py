@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numbers
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from ..errors import UserError
 
@@ -51,8 +51,19 @@ def _distill_checks(distill: DictConfig | None) -> None:
 
 
 def quick_checks(cfg: DictConfig) -> None:
-    """Raise UserError for bad base counts, learning rate, epoch count or distillation
-    settings."""
+    """Raise UserError for a field the recipe needs but nobody gave (``recipe.requires``), bad
+    base counts, learning rate, epoch count or distillation settings."""
+    recipe = cfg.get("recipe")
+    for name in (recipe.get("requires") or []) if recipe else []:
+        try:
+            value = OmegaConf.select(cfg, name)
+        except Exception:  # an interpolation that fails: preflight reports its own error
+            continue
+        if value in (None, ""):
+            raise UserError(
+                f"recipe={recipe.name} needs {name}; pass {name}=<value> "
+                f"(see conf/recipe/{recipe.name}.yaml)"
+            )
     quant = cfg.get("quant")
     if quant is not None:
         _count("M", quant.get("M", 3), 1)
