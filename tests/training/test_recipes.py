@@ -10,6 +10,8 @@ from omegaconf import OmegaConf
 from abc_lab.errors import UserError
 from abc_lab.models import build_model
 from abc_lab.quant import QuantConfig, quantize_model
+from abc_lab.reports import build_groups
+from abc_lab.runs import load_runs
 from abc_lab.runs.key import derive_key, setup_of, variant_of
 from abc_lab.training.checkpoints import quantize_from
 from abc_lab.training.precheck import quick_checks
@@ -100,6 +102,21 @@ def test_two_stage_chain_of_short_runs(compose_cfg, tmp_path):
         assert stage2["quant_params_init"][layer]["beta"] == pytest.approx(params["beta"])
     assert stage2["key"]["module.param_groups.binary.optimizer"] == "adam"
     assert "recipe.name" not in stage2["key"]
+    assert stage2["init"]["source"]["fp_variant"] == stage1["init"]["source"]["variant"]
+    move_run(run_dir, tmp_path / "stage2")
+
+    # both stages are compared with the fp run at the start of the chain, their recipe named;
+    # a binary run from scratch with the same lr as the recipe has no baseline
+    cfg, run_dir = compose_cfg("quant=abc", "quant.M=2", "quant.N=2", "optim.lr=0.01")
+    assert train(cfg, run_dir)["status"] == "finished"
+    groups = build_groups(load_runs([tmp_path]).runs)
+    chained = next(g for g in groups if g.baseline is not None)
+    assert chained.first is not None and chained.first.is_fp
+    assert sorted(r.label for r in chained.rows) == ["abc(2,2)", "abc(fp,2)"]
+    assert all(r.gap is not None for r in chained.rows)
+    assert any("optim.lr 0.01 vs 0.1" in note for note in chained.notes), chained.notes
+    (scratch,) = [g for g in groups if g is not chained]
+    assert scratch.baseline is None and [r.label for r in scratch.rows] == ["abc(2,2)"]
 
 
 def test_recipe_distill_and_param_group_fields_are_in_the_key(compose_cfg):

@@ -212,8 +212,12 @@ def _method_notes(name: str, paths: Sequence[Path], notes: Path | None) -> list[
                 "Baseline: each binary run is compared with the finished full-precision runs "
                 "(`quant=fp`) of the same model, data and training setup (every config field that "
                 "can change a result: docs/run-record.md); seeds, the quantizer's own fields "
-                "and `init_from` may differ. Without such a run the gap is left "
-                "empty and the command that produces the baseline is printed.",
+                "and `init_from` may differ. A binary run started from an fp run (`init_from`, "
+                "directly or through a stage-1 run) is compared with that fp configuration, "
+                "all its seeds, even when its training recipe (epochs, optimizer, schedule, "
+                "parameter groups, distillation) differs; a note lists the differences. "
+                "Without a baseline the gap is left empty and the command that produces it "
+                "is printed.",
                 "Seeds: runs that differ only by seed form one row; accuracies are mean ± sample "
                 "standard deviation (n−1) over seeds, a single seed shows no ±. Gap = mean top-1 "
                 "minus the fp mean top-1, in percentage points.",

@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..runs import Run, differences
+from ..runs import key as run_key
 from ..runs.baseline import baseline_command
-from ..runs.key import override_value
+from ..runs.key import matches, override_value
 
 # XNOR-Net's argument: one 64-bit XNOR + popcount does 64 binary multiply-adds in about the
 # time of one float multiply-add, so a layer with M·N binary bases runs 64 / (M·N) times faster.
@@ -207,7 +208,8 @@ def assign_labels(rows: Sequence[Row]) -> None:
     for row in rows:
         by_label.setdefault(row.base_label, []).append(row)
     for label, same in by_label.items():
-        fields = sorted({f for r in same for f in r.key} - {"seed", "data.seed", "init_from"})
+        paths = {"seed", "data.seed", "init_from", run_key.TEACHER_FIELD}  # told apart below
+        fields = sorted({f for r in same for f in r.key} - paths)
         varying = [f for f in fields if len({repr(r.key.get(f)) for r in same}) > 1]
         init_varies = len({init_text(r) for r in same}) > 1
         for row in same:
@@ -241,8 +243,10 @@ def build_groups(finished: Sequence[Run], others: Sequence[Run] = ()) -> list[Gr
             if not run.is_fp:
                 by_variant.setdefault(run.variant, []).append(run)
         rows = sorted((_row(rs, metric) for rs in by_variant.values()), key=Row.sort_key)
-        group = Group(key=runs[0].key, metric=metric, baseline=baseline, rows=rows, first=runs[0])
+        first = fp_runs[0] if fp_runs else runs[0]
+        group = Group(key=first.key, metric=metric, baseline=baseline, rows=rows, first=first)
         assign_labels(group.all_rows)
+        group.notes += _recipe_notes(group)
         group.notes += _duplicate_seed_notes(group.all_rows)
         group.notes += _chance_notes(group.all_rows, metric)
         if baseline is not None:
@@ -252,6 +256,30 @@ def build_groups(finished: Sequence[Run], others: Sequence[Run] = ()) -> list[Gr
         groups.append(group)
     groups.sort(key=lambda g: (g.model, g.data, str(g.first.setup if g.first else "")))
     return groups
+
+
+def _recipe_notes(group: Group) -> list[str]:
+    """Binary rows started from the group's fp configuration but trained with another recipe
+    (runs.key.RECIPE_FIELDS): each different recipe once, with the rows that used it."""
+    first = group.first
+    if first is None:
+        return []
+    by_recipe: dict[tuple[str, ...], list[str]] = {}
+    for row in group.rows:
+        run = row.runs[0]
+        if run.setup == run_key.setup_of(run.key):  # compared by its own setup: no recipe
+            continue
+        diffs = tuple(
+            d for d in differences(run.key, first.key, setup_only=False)
+            if matches(d.split(" ", 1)[0], run_key.RECIPE_FIELDS)
+        )  # fmt: skip
+        if diffs:
+            by_recipe.setdefault(diffs, []).append(row.label)
+    return [
+        f"{', '.join(labels)}: started from the baseline's checkpoints (init_from) and trained "
+        f"with another recipe (these runs vs the baseline: {'; '.join(diffs)})"
+        for diffs, labels in by_recipe.items()
+    ]
 
 
 CHANCE_MARGIN = 0.02  # top-1 within 2 points of 1/classes counts as chance level

@@ -11,14 +11,19 @@ from .legacy import V1_FIELDS
 from .reader import Run
 
 # Overrides a baseline command leaves out: the quantizer's own, the seed (set explicitly),
-# and what only names or places the run.
-_DROPPED = (*QUANTIZER_FIELDS, "quant", *SEED_FIELDS, "variant", "ckpt_path", "hydra.*", "hydra")
+# what only names or places the run,
+# and a binary training recipe (recipe presets, distillation, parameter groups).
+_DROPPED = (
+    *QUANTIZER_FIELDS, "quant", *SEED_FIELDS, "variant", "ckpt_path", "hydra.*", "hydra",
+    "recipe", "recipe.*", "module.distill.*", "module.param_groups.*",
+)  # fmt: skip
 # Config groups whose choice a key holds as <group>.name (overridden as group=name).
 _GROUPS = ("model", "data", "optim", "schedule")
 
 
 def is_baseline_for(candidate: Run, run: Run) -> bool:
-    """A finished fp run with the same setup (runs.key.setup_of) as ``run``."""
+    """A finished fp run with the same setup as ``run`` (``Run.setup``: for a run started from
+    an fp run, the setup of that fp configuration)."""
     return candidate.is_fp and candidate.status == "finished" and candidate.setup == run.setup
 
 

@@ -58,6 +58,21 @@ EXCLUDED: dict[str, str] = {
 SEED_FIELDS = ("seed", "data.seed")
 # Fields a binary run and its fp baseline may differ in besides the seed.
 QUANTIZER_FIELDS = ("quant.*", "module.quant_lr_scale", "init_from")
+# How a network is trained from its start: a binary run started from an fp run (init_from)
+# is compared with that fp configuration even where these differ (a fine-tuning recipe:
+# fewer epochs, a smaller lr, parameter groups, distillation); reports list the differences.
+RECIPE_FIELDS = (
+    "optim.*",
+    "schedule.*",
+    "trainer.max_epochs",
+    "trainer.max_steps",
+    "trainer.gradient_clip_val",
+    "module.label_smoothing",
+    "module.param_groups.*",
+    "module.distill.*",
+)
+# A path that differs per seed, compared by what it points at (see variant_of).
+TEACHER_FIELD = "module.distill.teacher"
 # Key fields added after records first carried them: an older record lacks them and counts
 # as this value (the behaviour of the code that wrote it).
 KEY_DEFAULTS: dict[str, Any] = {
@@ -124,11 +139,52 @@ def setup_of(key: Mapping[str, Any]) -> tuple:
     return _frozen(without(_with_defaults(key), (*QUANTIZER_FIELDS, *SEED_FIELDS)))
 
 
-def variant_of(key: Mapping[str, Any], init_source: Any = None) -> tuple:
+def variant_of(
+    key: Mapping[str, Any], init_source: Any = None, teacher_source: Any = None
+) -> tuple:
     """What runs averaged over seeds share: the key less the seed. ``init_from`` (a path that
-    differs per seed) is replaced by ``init_source``, what the start checkpoint was."""
+    differs per seed) is replaced by ``init_source``, what the start checkpoint was; a
+    distillation teacher's path likewise by ``teacher_source``, the teacher's run."""
     rest = without(_with_defaults(key), (*SEED_FIELDS, "init_from"))
-    return (_frozen(rest), json.dumps(init_source, sort_keys=True, default=str))
+    if rest.get(TEACHER_FIELD) is None:
+        return (_frozen(rest), json.dumps(init_source, sort_keys=True, default=str))
+    rest.pop(TEACHER_FIELD)
+    return (
+        _frozen(rest),
+        json.dumps(init_source, sort_keys=True, default=str),
+        json.dumps(teacher_source, sort_keys=True, default=str),
+    )
+
+
+def _variant_pairs(variant: str) -> dict[str, str] | None:
+    """The key pairs of a variant serialised as JSON (a record's ``init.source.variant``)."""
+    try:
+        pairs = json.loads(variant)[0]
+        return {str(k): str(v) for k, v in pairs}
+    except (ValueError, TypeError, IndexError, KeyError):
+        return None
+
+
+def is_fp_variant(variant: Any) -> bool:
+    """Whether a serialised variant (``init.source.variant``) is a full-precision run's."""
+    pairs = _variant_pairs(variant) if isinstance(variant, str) else None
+    return pairs is not None and pairs.get("quant.name") == json.dumps("fp")
+
+
+def fine_tune_setup(key: Mapping[str, Any], fp_origin: str) -> tuple | None:
+    """The setup of the fp configuration a binary run was started from (``fp_origin``, that
+    run's serialised variant), when the two differ in nothing but the quantizer, the seed and
+    :data:`RECIPE_FIELDS`; else None (the run keeps its own setup)."""
+    pairs = _variant_pairs(fp_origin)
+    if pairs is None or pairs.get("quant.name") != json.dumps("fp"):
+        return None
+    for name, value in KEY_DEFAULTS.items():  # fields added since the origin was recorded
+        pairs.setdefault(name, json.dumps(value, sort_keys=True, default=str))
+    origin = tuple(sorted((k, v) for k, v in pairs.items() if not matches(k, QUANTIZER_FIELDS)))
+    problem = without(_with_defaults(key), (*QUANTIZER_FIELDS, *SEED_FIELDS, *RECIPE_FIELDS))
+    if _frozen(problem) != tuple((k, v) for k, v in origin if not matches(k, RECIPE_FIELDS)):
+        return None
+    return origin
 
 
 def differences(a: Mapping[str, Any], b: Mapping[str, Any], setup_only: bool = True) -> list[str]:

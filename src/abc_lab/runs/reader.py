@@ -112,14 +112,36 @@ class Run:
         return source if source else bool(self.init_from)
 
     @property
+    def fp_origin(self) -> str | None:
+        """The fp configuration (serialised variant) at the start of this run's ``init_from``
+        chain: the source run's when it is fp, else what the source recorded as its own."""
+        source = (self.record.get("init") or {}).get("source")
+        if not isinstance(source, dict):
+            return None
+        for candidate in (source.get("fp_variant"), source.get("variant")):
+            if run_key.is_fp_variant(candidate):
+                return candidate
+        return None
+
+    @property
+    def teacher_source(self) -> Any:
+        return (self.record.get("distill") or {}).get("teacher_source")
+
+    @property
     def setup(self) -> tuple:
-        """The setup a binary run shares with its fp baseline (runs.key.setup_of)."""
+        """The setup a binary run shares with its fp baseline: that of the fp configuration it
+        was started from, when its key differs from it only in the quantizer, the seed and
+        the training recipe (runs.key.fine_tune_setup); else runs.key.setup_of."""
+        if not self.is_fp and self.fp_origin is not None:
+            origin = run_key.fine_tune_setup(self.key, self.fp_origin)
+            if origin is not None:
+                return origin
         return run_key.setup_of(self.key)
 
     @property
     def variant(self) -> tuple:
         """What runs averaged as seeds of one configuration share (runs.key.variant_of)."""
-        return run_key.variant_of(self.key, self.init_source)
+        return run_key.variant_of(self.key, self.init_source, self.teacher_source)
 
     @property
     def overrides(self) -> list[str] | None:

@@ -88,7 +88,13 @@ def init_source(init_from: str | None) -> dict[str, Any] | None:
     source = read_run(ckpts.run_dir_of(init_from))
     if source is None:
         return {"checkpoint": Path(init_from).name, "run": None}
-    return {"run": source.label, "variant": json.dumps(source.variant, default=str)}
+    variant = json.dumps(source.variant, default=str)
+    # the fp run at the start of an init_from chain (fp -> stage 1 -> stage 2): the baseline
+    return {
+        "run": source.label,
+        "variant": variant,
+        "fp_variant": variant if source.is_fp else source.fp_origin,
+    }
 
 
 def distill_record(teacher: str | None) -> dict[str, Any] | None:
