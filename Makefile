@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 FMNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: install data test test-slurm lint demo study bench clean
+.PHONY: install data test test-slurm lint demo study recipes bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,11 +27,12 @@ lint: install
 
 # the whole suite, including tests/slurm: a real one-node SLURM cluster that the tests
 # install (apt-get install slurm-wlm munge), start and stop; it skips, saying why, without
-# root or apt-get
+# root or apt-get. Two pytest workers, a test file each at a time (module fixtures run
+# once): much of the suite is single-threaded process start-up (imports of torch, Lightning)
 test: install data
 	$(VENV)/bin/ruff check src tests
 	$(VENV)/bin/lint-imports
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 test-slurm: install data
 	$(PY) -m pytest -q -m slurm tests/slurm
@@ -46,6 +47,23 @@ study: install data
 	$(VENV)/bin/abc-lab sweep $(STUDY)
 	$(VENV)/bin/abc-lab report "$$($(VENV)/bin/abc-lab sweep $(STUDY) --where)/runs" \
 	  --name fashion-mnist-resnet20 --keep-records --notes reports/fashion-mnist-resnet20/findings.md
+
+# The recipe search (sweeps/recipes.yaml, 24 short fine-tunings of abc(3,3)): first its two
+# starts (the fp run, the stage-1 run) in the sweep's own directory, then the sweep, then the
+# report in reports/fashion-mnist-recipes/. Resumable: finished runs are kept, a killed one
+# resumes from its last checkpoint.
+RECIPES := sweeps/recipes.yaml
+recipes: install data
+	@runs="$$($(VENV)/bin/abc-lab sweep $(RECIPES) --where)/runs"; \
+	for v in recipe_fp recipe_act3; do \
+	  d="$$runs/start-$$v"; \
+	  if grep -qs '"status": "finished"' "$$d/results.json"; then continue; fi; \
+	  resume=""; if [ -f "$$d/results.json" ]; then resume="ckpt_path=last"; fi; \
+	  $(VENV)/bin/abc-lab train experiment=fmnist_recipes variant=$$v hydra.run.dir="$$d" $$resume \
+	    || exit 1; \
+	done; \
+	$(VENV)/bin/abc-lab sweep $(RECIPES); \
+	$(VENV)/bin/abc-lab report "$$runs" --name fashion-mnist-recipes --keep-records
 
 bench: install
 	$(VENV)/bin/abc-lab bench

@@ -19,12 +19,18 @@ from abc_lab.training.train import build_model, preflight, train
 
 from .conftest import ABC_LAB, SHRINK_CLI, cli_env, run_cli
 
-MODELS = ["resnet18", "resnet20", "resnet34", "resnet50", "vgg_small"]
 QUANTS = ["fp", "bnn", "bwn", "xnor", "abc", "abc_weight_only"]
+# every quantizer on each kind of network (CIFAR-style and ImageNet-style ResNet with basic
+# blocks, VGG); the deeper ResNets once more with the layer types they add (ResNet-34: more
+# basic blocks, ABC; ResNet-50: bottleneck blocks, 1x1 binary convolutions)
+PAIRS = [
+    *[(model, q) for model in ("resnet20", "resnet18", "vgg_small") for q in QUANTS],
+    ("resnet34", "fp"), ("resnet34", "abc"),
+    ("resnet50", "fp"), ("resnet50", "xnor"), ("resnet50", "bwn"),
+]  # fmt: skip
 
 
-@pytest.mark.parametrize("quant", QUANTS)
-@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize(("model", "quant"), PAIRS)
 def test_every_model_and_quantizer_trains(compose_cfg, model, quant):
     cfg, run_dir = compose_cfg(f"model={model}", f"quant={quant}", "test=false",
                                "callbacks=none")  # fmt: skip

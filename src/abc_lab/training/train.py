@@ -173,7 +173,8 @@ def build_module(cfg: DictConfig, model: torch.nn.Module, checked: Checked, num_
     distill = settings.pop("distill", None) or {}
     settings.pop("param_groups", None)
     distiller = None
-    if checked.teacher is not None:
+    # a teacher whose terms weigh nothing is checked but never run (distillation off)
+    if checked.teacher is not None and (distill["weight"] or distill["feature_weight"]):
         distiller = Distiller(
             checked.teacher,
             temperature=distill["temperature"],
