@@ -55,11 +55,11 @@ study: install data
 RECIPES := sweeps/recipes.yaml
 recipes: install data
 	@runs="$$($(VENV)/bin/abc-lab sweep $(RECIPES) --where)/runs"; \
-	for v in recipe_fp recipe_act3; do \
+	for v in fp act3; do \
 	  d="$$runs/start-$$v"; \
 	  if grep -qs '"status": "finished"' "$$d/results.json"; then continue; fi; \
 	  resume=""; if [ -f "$$d/results.json" ]; then resume="ckpt_path=last"; fi; \
-	  $(VENV)/bin/abc-lab train experiment=fmnist_recipes variant=$$v hydra.run.dir="$$d" $$resume \
+	  $(VENV)/bin/abc-lab train experiment=fmnist_recipes variant=recipes/$$v hydra.run.dir="$$d" $$resume \
 	    || exit 1; \
 	done; \
 	$(VENV)/bin/abc-lab sweep $(RECIPES); \

@@ -155,5 +155,6 @@ def test_bad_arguments_raise_value_error_naming_the_argument(kwargs, arg):
 
 
 def test_unknown_quantizer_name_lists_the_choices():
-    with pytest.raises(ValueError, match="unknown quantizer 'ternary'.*abc, bnn, bwn, fp, xnor"):
+    choices = "abc, abc_act_only, bnn, bwn, fp, sign_act_only, xnor"
+    with pytest.raises(ValueError, match=f"unknown quantizer 'ternary'.*{choices}"):
         QuantConfig(name="ternary")

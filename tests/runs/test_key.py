@@ -49,8 +49,8 @@ def data_overrides(group: str, option: str) -> list[str]:
 
 
 def compose_config(*overrides: str) -> dict[str, Any]:
-    """The resolved train config for ``overrides`` (init_from cleared: variants look for a
-    sibling run that a test has not trained)."""
+    """The resolved train config for ``overrides`` (init_from and the distillation teacher
+    cleared: variants look for a sibling run that a test has not trained)."""
     register_resolvers()
     GlobalHydra.instance().clear()
     with initialize_config_dir(str(CONF), version_base="1.3"):
@@ -60,6 +60,7 @@ def compose_config(*overrides: str) -> dict[str, Any]:
         cfg.hydra.runtime.output_dir = "/tmp/abc-lab-key-test/run"
         cfg.hydra.job.num = 0
         cfg.init_from = None
+        cfg.module.distill.teacher = None
     HydraConfig.instance().set_config(cfg)
     return OmegaConf.to_container(cfg, resolve=True)
 
