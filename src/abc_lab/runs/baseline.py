@@ -11,8 +11,8 @@ from .legacy import V1_FIELDS
 from .reader import Run
 
 # Overrides a baseline command leaves out: the quantizer's own, the seed (set explicitly),
-# what only names or places the run,
-# and a binary training recipe (recipe presets, distillation, parameter groups).
+# what only names or places the run, and a binary training recipe (recipe presets,
+# distillation, parameter groups).
 _DROPPED = (
     *QUANTIZER_FIELDS, "quant", *SEED_FIELDS, "variant", "ckpt_path", "hydra.*", "hydra",
     "recipe", "recipe.*", "module.distill.*", "module.param_groups.*",

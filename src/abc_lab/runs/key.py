@@ -175,9 +175,9 @@ def fine_tune_setup(key: Mapping[str, Any], fp_origin: str) -> tuple | None:
     """The setup of the fp configuration a binary run was started from (``fp_origin``, that
     run's serialised variant), when the two differ in nothing but the quantizer, the seed and
     :data:`RECIPE_FIELDS`; else None (the run keeps its own setup)."""
-    pairs = _variant_pairs(fp_origin)
-    if pairs is None or pairs.get("quant.name") != json.dumps("fp"):
+    if not is_fp_variant(fp_origin):
         return None
+    pairs = _variant_pairs(fp_origin) or {}
     for name, value in KEY_DEFAULTS.items():  # fields added since the origin was recorded
         pairs.setdefault(name, json.dumps(value, sort_keys=True, default=str))
     origin = tuple(sorted((k, v) for k, v in pairs.items() if not matches(k, QUANTIZER_FIELDS)))
