@@ -20,6 +20,7 @@ from abc_lab.runs.key import (
     EXCLUDED,
     QUANTIZER_FIELDS,
     SEED_FIELDS,
+    TEACHER_FIELD,
     derive_key,
     flatten,
     is_excluded,
@@ -49,8 +50,9 @@ def data_overrides(group: str, option: str) -> list[str]:
 
 
 def compose_config(*overrides: str) -> dict[str, Any]:
-    """The resolved train config for ``overrides`` (init_from and the distillation teacher
-    cleared: variants look for a sibling run that a test has not trained)."""
+    """The resolved train config for ``overrides`` (init_from cleared and the distillation
+    teacher a fixed path: variants look for a sibling run that a test has not trained; with a
+    teacher, every distillation setting is live and must change the key)."""
     register_resolvers()
     GlobalHydra.instance().clear()
     with initialize_config_dir(str(CONF), version_base="1.3"):
@@ -60,7 +62,7 @@ def compose_config(*overrides: str) -> dict[str, Any]:
         cfg.hydra.runtime.output_dir = "/tmp/abc-lab-key-test/run"
         cfg.hydra.job.num = 0
         cfg.init_from = None
-        cfg.module.distill.teacher = None
+        cfg.module.distill.teacher = "/tmp/abc-lab-key-test/teacher"
     HydraConfig.instance().set_config(cfg)
     return OmegaConf.to_container(cfg, resolve=True)
 
@@ -126,13 +128,14 @@ def test_every_leaf_changes_the_key_or_is_excluded(group: str, option: str) -> N
 @pytest.mark.parametrize("group, option", OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
 def test_seed_and_baseline_rules_see_every_key_field(group: str, option: str) -> None:
     """Changing any key field but the seed makes another configuration; changing any key
-    field but the quantizer's own, init_from and the seed makes another setup."""
+    field but the quantizer's own, init_from and the seed makes another setup. The paths of
+    init_from and of the teacher differ per seed: variants compare what they point at."""
     config = compose_config(f"{group}={option}", *data_overrides(group, option))
     fields = quant_fields(config)
     key = derive_key(config, fields)
     for name, value in key.items():
         other = {**key, name: another_value(name, value)}
-        seedish = name in SEED_FIELDS or name == "init_from"
+        seedish = name in (*SEED_FIELDS, "init_from", TEACHER_FIELD)
         assert (variant_of(other) != variant_of(key)) != seedish, name
         in_setup = not matches(name, (*QUANTIZER_FIELDS, *SEED_FIELDS))
         assert (setup_of(other) != setup_of(key)) == in_setup, name

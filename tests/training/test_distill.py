@@ -12,14 +12,16 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from omegaconf import OmegaConf
 
 from abc_lab.errors import UserError
 from abc_lab.models import build_model
 from abc_lab.quant import quantize_model
+from abc_lab.runs import derive_key
 from abc_lab.training import train as train_module
 from abc_lab.training.distill import Distiller, feature_layers, feature_loss, kd_loss
 from abc_lab.training.precheck import quick_checks
-from abc_lab.training.train import train
+from abc_lab.training.train import active_teacher, train
 
 from .conftest import move_run
 
@@ -227,10 +229,6 @@ def test_bad_teachers_stop_before_training_with_exit_2_and_one_line(
 @pytest.mark.parametrize(
     "overrides, words",
     [
-        (
-            ["module.distill.teacher=/x", "module.distill.weight=0"],
-            "weight and feature_weight are 0",
-        ),
         (["module.distill.temperature=0"], "temperature=0 must be a number > 0"),
         (["module.distill.weight=1.5"], "weight=1.5 must be a number in [0, 1]"),
         (["module.distill.feature_weight=-1"], "feature_weight=-1 must be a number >= 0"),
@@ -241,3 +239,19 @@ def test_bad_distill_settings_are_refused_without_torch_work(compose_cfg, overri
     with pytest.raises(UserError) as err:
         quick_checks(cfg)
     assert words in str(err.value)
+
+
+def test_a_teacher_whose_terms_weigh_0_is_distillation_off(compose_cfg):
+    """weight 0 and feature_weight 0: accepted (a sweep may include it), keyed and recorded
+    as no distillation; the training code checks the teacher but builds no distiller."""
+    off, _ = compose_cfg(
+        "module.distill.teacher=/x", "module.distill.weight=0", "module.distill.temperature=2.0"
+    )
+    quick_checks(off)  # no error
+    plain, _ = compose_cfg()
+    on, _ = compose_cfg("module.distill.teacher=/x", "module.distill.weight=0.5")
+    key = lambda c: derive_key(OmegaConf.to_container(c, resolve=True), ["M", "N"])  # noqa: E731
+    assert active_teacher(off) is None and active_teacher(plain) is None
+    assert active_teacher(on) == "/x"
+    assert key(off) == key(plain) != key(on)
+    assert key(off)["module.distill.teacher"] is None

@@ -110,13 +110,28 @@ def is_excluded(name: str) -> bool:
     return matches(name, EXCLUDED)
 
 
+DISTILL_FIELDS = tuple(k for k in KEY_DEFAULTS if k.startswith("module.distill."))
+
+
+def distill_active(flat: Mapping[str, Any]) -> bool:
+    """Whether a flat config distils: a teacher and a term that weighs something."""
+    return bool(flat.get(TEACHER_FIELD)) and bool(
+        flat.get("module.distill.weight") or flat.get("module.distill.feature_weight")
+    )
+
+
 def derive_key(config: Mapping[str, Any], quant_fields: Iterable[str]) -> dict[str, Any]:
     """The run key of a resolved config: every leaf but :data:`EXCLUDED` ones; of the quantizer
-    block only ``quant.name`` and the ``quant_fields`` the quantizer reads."""
+    block only ``quant.name`` and the ``quant_fields`` the quantizer reads. Distillation that is
+    off (no teacher, or a teacher whose terms weigh 0) keys as the defaults, whatever its
+    inert settings say."""
     used = {f"quant.{name}" for name in quant_fields} | {"quant.name"}
+    flat = flatten(config)
+    if not distill_active(flat):
+        flat.update({k: KEY_DEFAULTS[k] for k in DISTILL_FIELDS if k in flat})
     return {
         name: value
-        for name, value in sorted(flatten(config).items())
+        for name, value in sorted(flat.items())
         if not is_excluded(name) and (not name.startswith("quant.") or name in used)
     }
 

@@ -33,7 +33,7 @@ def _number(value: object) -> bool:
 
 
 def _distill_checks(distill: DictConfig | None) -> None:
-    """Temperature > 0, weight in [0, 1], feature_weight >= 0; a teacher needs a term."""
+    """Temperature > 0, weight in [0, 1], feature_weight >= 0 (both 0: distillation off)."""
     if not distill:
         return
     t, w, fw = distill.get("temperature"), distill.get("weight"), distill.get("feature_weight")
@@ -43,11 +43,6 @@ def _distill_checks(distill: DictConfig | None) -> None:
         raise UserError(f"module.distill.weight={w} must be a number in [0, 1]")
     if not _number(fw) or fw < 0:
         raise UserError(f"module.distill.feature_weight={fw} must be a number >= 0")
-    if distill.get("teacher") and w == 0 and fw == 0:
-        raise UserError(
-            "module.distill.teacher is set but module.distill.weight and feature_weight are 0; "
-            "give the soft-label term a weight, e.g. module.distill.weight=0.5"
-        )
 
 
 def quick_checks(cfg: DictConfig) -> None:

@@ -105,6 +105,15 @@ def distill_record(teacher: str | None) -> dict[str, Any] | None:
     return {"teacher_source": init_source(teacher)}
 
 
+def active_teacher(cfg: DictConfig) -> str | None:
+    """The distillation teacher, or None where distillation is off (no teacher, or a teacher
+    whose terms weigh 0: checked, never run)."""
+    distill = cfg.module.get("distill") or {}
+    if distill.get("teacher") and (distill.get("weight") or distill.get("feature_weight")):
+        return distill["teacher"]
+    return None
+
+
 @dataclass
 class Checked:
     """What the pre-flight checks built and verified, handed on to training."""
@@ -173,8 +182,7 @@ def build_module(cfg: DictConfig, model: torch.nn.Module, checked: Checked, num_
     distill = settings.pop("distill", None) or {}
     settings.pop("param_groups", None)
     distiller = None
-    # a teacher whose terms weigh nothing is checked but never run (distillation off)
-    if checked.teacher is not None and (distill["weight"] or distill["feature_weight"]):
+    if checked.teacher is not None and active_teacher(cfg):
         distiller = Distiller(
             checked.teacher,
             temperature=distill["temperature"],
@@ -258,7 +266,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             "quant": checked.quant.identity(),
             "overrides": command_overrides(),
             "init": {"source": init_source(cfg.init_from)},
-            "distill": distill_record((cfg.module.get("distill") or {}).get("teacher")),
+            "distill": distill_record(active_teacher(cfg)),
             "config": OmegaConf.to_container(cfg, resolve=True),
             "summary": summary.totals(),
             "versions": library_versions(),
