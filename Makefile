@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 FMNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: install data test test-slurm lint demo study recipes bench clean
+.PHONY: install data test test-slurm lint demo study recipes recipe-study bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -64,6 +64,16 @@ recipes: install data
 	done; \
 	$(VENV)/bin/abc-lab sweep $(RECIPES); \
 	$(VENV)/bin/abc-lab report "$$runs" --name fashion-mnist-recipes --keep-records
+
+# The Fashion-MNIST study with the recipe the search chose (sweeps/fmnist_recipe_study.yaml,
+# 16 trainings: 3 fp seeds of 15 epochs, then the binary runs fine-tuned and distilled from
+# them): resumable like `make study`; then the report in reports/fashion-mnist-recipe-study/.
+RECIPE_STUDY := sweeps/fmnist_recipe_study.yaml
+recipe-study: install data
+	$(VENV)/bin/abc-lab sweep $(RECIPE_STUDY)
+	$(VENV)/bin/abc-lab report "$$($(VENV)/bin/abc-lab sweep $(RECIPE_STUDY) --where)/runs" \
+	  --name fashion-mnist-recipe-study --keep-records \
+	  --notes reports/fashion-mnist-recipe-study/findings.md
 
 bench: install
 	$(VENV)/bin/abc-lab bench

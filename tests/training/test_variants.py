@@ -69,6 +69,67 @@ def test_study_sweep_lists_every_variant_after_the_run_it_starts_from():
         assert source is None or values.index(source) < i, name
 
 
+STUDY2 = REPO / "conf" / "variant" / "recipe_study"
+STUDY2_VARIANTS = sorted(
+    f"recipe_study/{p.stem}" for p in STUDY2.glob("*.yaml") if p.stem != "binary_recipe"
+)
+# the recipe study's variants: the first study's set, with a third fp seed and three seeds
+# of abc(3,3) and abc(5,5); binary runs start from (and distil from) the fp run of their seed
+STUDY2_EXPECTED = {
+    f"recipe_study/{name}": (quant, m, n, seed, None if src is None else f"recipe_study/{src}")
+    for name, (quant, m, n, seed, src) in {
+        **EXPECTED,
+        "fp_seed2": ("fp", None, None, 2, None),
+        "abc_5_5_seed1": ("abc", 5, 5, 1, "fp_seed1"),
+        "abc_3_3_seed2": ("abc", 3, 3, 2, "fp_seed2"),
+        "abc_5_5_seed2": ("abc", 5, 5, 2, "fp_seed2"),
+    }.items()
+}
+
+
+def test_the_recipe_study_variant_files_are_the_expected_set():
+    assert STUDY2_VARIANTS == sorted(STUDY2_EXPECTED)
+
+
+@pytest.mark.parametrize("name", STUDY2_VARIANTS)
+def test_each_recipe_study_variant_composes_into_its_run(compose_cfg, name):
+    cfg, _ = compose_cfg("experiment=fmnist_recipe_study", f"variant={name}", shrink=False)
+    quant, m, n, seed, source = STUDY2_EXPECTED[name]
+    assert cfg.variant == name and cfg.seed == seed and cfg.quant.name == quant
+    if m is not None:
+        assert (cfg.quant.M, cfg.quant.N) == (m, n)
+    raw = OmegaConf.to_container(cfg, resolve=False)
+    assert cfg.trainer.precision == "32-true" and cfg.data.augment
+    if source is None:  # fp from scratch, the longer schedule, no teacher
+        assert raw["init_from"] is None and raw["module"]["distill"]["teacher"] is None
+        assert (cfg.trainer.max_epochs, cfg.optim.lr, cfg.recipe.name) == (15, 0.1, None)
+        return
+    start = f"${{sweep_run:{source},${{hydra:runtime.output_dir}}}}"
+    assert raw["init_from"] == start and raw["module"]["distill"]["teacher"] == start
+    # every binary run has the same recipe (recipe_study/binary_recipe)
+    recipe = {k: v for k, v in raw.items() if k in ("recipe", "optim", "trainer", "schedule")}
+    module = {k: v for k, v in raw["module"].items() if k != "distill"}
+    distill = {k: v for k, v in raw["module"]["distill"].items() if k != "teacher"}
+    first, _ = compose_cfg(
+        "experiment=fmnist_recipe_study", "variant=recipe_study/abc_3_3", shrink=False
+    )
+    first_raw = OmegaConf.to_container(first, resolve=False)
+    assert recipe == {k: first_raw[k] for k in recipe}
+    assert module == {k: v for k, v in first_raw["module"].items() if k != "distill"}
+    assert distill == {k: v for k, v in first_raw["module"]["distill"].items() if k != "teacher"}
+    assert cfg.recipe.name is not None and (distill["weight"] or distill["feature_weight"])
+
+
+def test_recipe_study_sweep_lists_every_variant_after_the_run_it_starts_from():
+    spec = load_spec(REPO / "sweeps" / "fmnist_recipe_study.yaml")
+    values = spec.raw["parameters"]["variant"]["values"]
+    assert sorted(values) == STUDY2_VARIANTS and spec.grid_size() == len(values)
+    assert spec.raw["parameters"]["experiment"] == {"value": "fmnist_recipe_study"}
+    for i, name in enumerate(values):
+        source = STUDY2_EXPECTED[name][4]
+        assert source is None or values.index(source) < i, name
+
+
 def _as_run(cfg, run_dir: Path):
     """Point Hydra's runtime output dir (what ${hydra:...} reads) at ``run_dir``."""
     with read_write(cfg.hydra), open_dict(cfg.hydra):
