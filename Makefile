@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 FMNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: install data test test-slurm lint demo study recipes recipe-study bench clean
+.PHONY: install data test test-slurm lint demo study recipes recipe-study engine-check bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -74,6 +74,27 @@ recipe-study: install data
 	$(VENV)/bin/abc-lab report "$$($(VENV)/bin/abc-lab sweep $(RECIPE_STUDY) --where)/runs" \
 	  --name fashion-mnist-recipe-study --keep-records \
 	  --notes reports/fashion-mnist-recipe-study/findings.md
+
+# The bitwise engine on trained runs: short trainings (far from converged, which does not
+# matter for exactness), each exported and evaluated on the full Fashion-MNIST test set;
+# prints the table of README's "Evaluate on the full Fashion-MNIST test set". Finished
+# trainings are kept (outputs/engine-check/).
+ENGINE_CHECK := outputs/engine-check
+ENGINE_RUNS := \
+  "xnor:quant=xnor trainer.max_epochs=2 data.train_subset=20000" \
+  "abc-1-1:quant=abc quant.M=1 quant.N=1 trainer.max_epochs=1 data.train_subset=5000" \
+  "abc-3-3:quant=abc quant.M=3 quant.N=3 trainer.max_epochs=1 data.train_subset=5000" \
+  "abc-5-5:quant=abc quant.M=5 quant.N=5 trainer.max_epochs=1 data.train_subset=5000"
+engine-check: install data
+	@dirs=""; for spec in $(ENGINE_RUNS); do \
+	  name=$${spec%%:*}; d=$(ENGINE_CHECK)/$$name; dirs="$$dirs $$d"; \
+	  if ! grep -qs '"status": "finished"' "$$d/results.json"; then \
+	    $(VENV)/bin/abc-lab train $${spec#*:} logger=csv kernel=eager hydra.run.dir="$$d" || exit 1; \
+	  fi; \
+	  $(VENV)/bin/abc-lab export "$$d" --out "$$d/export/model.safetensors" || exit 1; \
+	  $(VENV)/bin/abc-lab evaluate "$$d/export/model.safetensors" || exit 1; \
+	done; \
+	$(PY) -m abc_lab.engine.exactness $$dirs
 
 bench: install
 	$(VENV)/bin/abc-lab bench

@@ -5,8 +5,11 @@ every quantized layer is replaced by a :class:`PackedConv2d` / :class:`PackedLin
 from the file, and float layers (stem, BatchNorm, shortcuts, classifier) run through torch.
 
 Backends: ``native`` runs binary convolutions as XNOR + popcount over packed bits (the
-compiled kernels); ``simulated`` runs them as one float convolution on the folded ±1 values,
-exactly as training evaluates them; ``auto`` is native where the kernels build.
+compiled kernels); ``simulated`` runs them as the M·N float convolutions on ±1 values of the
+reference arithmetic, as training's test evaluation computes them. Both give the same float32
+values to the last bit: the dot products are exact integers either way, and the kernels
+combine them with α and β in the reference's order. ``auto`` is native where the kernels
+build.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..models import build_model
-from ..quant.functional import fold_weight_bases, sign_pm1
+from ..quant.functional import sign_pm1
 from . import kernels
 from .format import FormatError, load_packed
 from .packing import LANES, kernel_weights, signs, unpack_bits
@@ -58,24 +61,39 @@ class _PackedLayer(nn.Module):
         self.register_buffer("beta", beta, persistent=False)
         self.register_buffer("thresholds", thresholds, persistent=False)
 
-    def folded_weight(self) -> Tensor:
-        """Σ_m α_m B_m, computed as training computes it."""
-        return fold_weight_bases(self.bases, self.alpha)
+    def op(self, a: Tensor, b: Tensor) -> Tensor:
+        raise NotImplementedError
 
-    def binarize(self, x: Tensor) -> Tensor:
-        """Σ_n β_n A_n in float (the simulated input of the layer)."""
-        if self.input_kind is None:
-            return x
-        if self.input_kind == "sign":
-            return sign_pm1(x)
-        out = torch.where(x >= self.thresholds[0], self.beta[0], -self.beta[0])
-        for n in range(1, self.thresholds.numel()):
-            out = out + torch.where(x >= self.thresholds[n], self.beta[n], -self.beta[n])
+    def reference(self, x: Tensor) -> Tensor:
+        """Σ_m Σ_n α_m (β_n op(A_n, B_m)) + bias, the float operations on ±1 values (exact
+        integer dot products) in the order of the training layers' reference arithmetic
+        (``forward_reference``, which test evaluation uses): the same float32 result."""
+        A = self.input_bases(x)
+        out = None
+        for m in range(self.bases.shape[0]):
+            a = self.alpha[m] if self.alpha.numel() > 1 else self.alpha.reshape(())
+            for n in range(len(A)):
+                term = self.op(A[n], self.bases[m])
+                if self.input_kind == "abc":
+                    term = self.beta[n] * term
+                term = (a if a.dim() == 0 else a.reshape(1, -1, *[1] * (term.dim() - 2))) * term
+                out = term if out is None else out + term
+        if self.bias is not None:
+            out = out + self.bias.view(1, -1, *[1] * (out.dim() - 2))
         return out
+
+    def input_bases(self, x: Tensor) -> list[Tensor]:
+        """The layer's input as its bases: [A_1 … A_N] (±1), [sign(x)] or [x] (float input)."""
+        if self.input_kind is None:
+            return [x]
+        if self.input_kind == "sign":
+            return [sign_pm1(x)]
+        one = torch.ones((), dtype=x.dtype)
+        return [torch.where(x >= t, one, -one) for t in self.thresholds]
 
 
 class PackedConv2d(_PackedLayer):
-    """A quantized convolution: bitwise kernels (native) or the float simulation."""
+    """A quantized convolution: bitwise kernels (native) or the reference arithmetic in float."""
 
     def __init__(
         self, name: str, entry: dict[str, Any], tensors: dict[str, Tensor], backend: str
@@ -99,28 +117,30 @@ class PackedConv2d(_PackedLayer):
             w, wpc = kernel_weights(self.negative)
             self.register_buffer("kw", w, persistent=False)
             self.register_buffer("kpc", wpc, persistent=False)
-            self.register_buffer("scale", self._scales(w.shape[1] * LANES), persistent=False)
+            self.register_buffer("kalpha", self._alphas(w.shape[1] * LANES), persistent=False)
 
-    def _scales(self, padded_out: int) -> Tensor:
-        """scale[m][n][o] = α_m(o) · β_n, zero for padding channels."""
+    def _alphas(self, padded_out: int) -> Tensor:
+        """alpha[m][o] = α_m(o), zero for padding channels."""
         M, Co = self.entry["M"], self.entry["shape"][0]
-        alpha = self.alpha.reshape(self.alpha.shape[0], -1).expand(M, Co)
-        scale = torch.zeros(M, self.beta.numel(), padded_out)
-        scale[:, :, :Co] = alpha[:, None, :] * self.beta[None, :, None]
-        return scale.contiguous()
+        alpha = self.alpha.reshape(M if self.alpha.numel() > 1 else 1, -1).expand(M, Co)
+        out = torch.zeros(M, padded_out)
+        out[:, :Co] = alpha
+        return out.contiguous()
 
     def forward(self, x: Tensor) -> Tensor:
         if self.native:
             Co, Ci, KH, KW = self.entry["shape"]
             mod = kernels.native(quiet=True)
             return mod.binary_conv2d(
-                x.float(), self.thresholds, self.kw, self.kpc, self.scale, self.bias,
+                x.float(), self.thresholds, self.kw, self.kpc, self.kalpha, self.beta, self.bias,
                 Ci, Co, KH, KW, self.stride[0], self.padding[0], kernels.isa(), False,
-            )[0]  # fmt: skip
-        return F.conv2d(
-            self.binarize(x), self.folded_weight(), self.bias, self.stride, self.padding,
-            self.dilation, self.groups,
-        )  # fmt: skip
+            )[0].contiguous()  # fmt: skip
+            # NCHW like the reference's output: later float layers (average pooling) sum in
+            # an order that depends on the memory format, and must sum as in training
+        return self.reference(x)
+
+    def op(self, a: Tensor, b: Tensor) -> Tensor:
+        return F.conv2d(a, b, None, self.stride, self.padding, self.dilation, self.groups)
 
     def dots(self, x: Tensor) -> Tensor:
         """Integer dot products of every (B_m, A_n) pair, (M, N, B, OH, OW, C_out), by the
@@ -129,7 +149,7 @@ class PackedConv2d(_PackedLayer):
         if self.native:
             mod = kernels.native(quiet=True)
             return mod.binary_conv2d(
-                x.float(), self.thresholds, self.kw, self.kpc, self.scale, None,
+                x.float(), self.thresholds, self.kw, self.kpc, self.kalpha, self.beta, None,
                 Ci, Co, KH, KW, self.stride[0], self.padding[0], kernels.isa(), True,
             )[1]  # fmt: skip
         A = sign_pm1(x.unsqueeze(0) - self.thresholds.view(-1, 1, 1, 1, 1))
@@ -144,7 +164,7 @@ class PackedConv2d(_PackedLayer):
 
 
 class PackedLinear(_PackedLayer):
-    """A quantized linear layer (the float simulation; classifiers usually stay float)."""
+    """A quantized linear layer (the reference arithmetic; classifiers usually stay float)."""
 
     def __init__(
         self, name: str, entry: dict[str, Any], tensors: dict[str, Tensor], backend: str
@@ -152,8 +172,11 @@ class PackedLinear(_PackedLayer):
         super().__init__(name, entry, tensors)
         self.native = False
 
+    def op(self, a: Tensor, b: Tensor) -> Tensor:
+        return F.linear(a, b)
+
     def forward(self, x: Tensor) -> Tensor:
-        return F.linear(self.binarize(x), self.folded_weight(), self.bias)
+        return self.reference(x)
 
 
 class EngineModel(nn.Module):

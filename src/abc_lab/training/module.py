@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from ..quant import ABCInput, ABCWeight, QuantConv2d, QuantLinear
+from ..quant import ABCInput, ABCWeight, QuantConv2d, QuantLinear, set_reference_mode
 from .distill import Distiller
 from .optimizers import OptimizerSpec, build_optimizer
 
@@ -122,6 +122,16 @@ class ClassifierModule(pl.LightningModule):
 
     def test_step(self, batch, batch_idx: int) -> None:
         self._step(batch, "test")
+
+    def on_test_start(self) -> None:
+        # the test set is evaluated in the reference arithmetic, Σ_m Σ_n α_m β_n op(B_m, A_n)
+        # with exact integer dot products, which the bitwise engine reproduces bit for bit
+        # (the fused path of training and validation computes the same sum, rounded
+        # differently); a model without quantized layers is unaffected
+        set_reference_mode(self.model, True)
+
+    def on_test_end(self) -> None:
+        set_reference_mode(self.model, False)
 
     def on_train_epoch_end(self) -> None:
         if self.log_quant_every <= 0 or self.current_epoch % self.log_quant_every:

@@ -41,7 +41,8 @@ struct ConvArgs {
   const uint64_t* in;    // [N][B][Hp][Wp][Cw]
   const uint64_t* w;     // [M][G][T*Cw][8]
   const int32_t* wpc;    // [M][T][G*8]
-  const float* scale;    // [M][N][G*8]
+  const float* alpha;    // [M][G*8] (0 for padding channels)
+  const float* beta;     // [N]
   const float* bias;     // [C_out] or nullptr
   float* out;            // [B][OH][OW][C_out]
   int64_t B, H, W, Cin, Cout, G, Cw, KH, KW, stride, pad, OH, OW, Hp, Wp, M, N;
@@ -306,10 +307,14 @@ void conv_impl(const ConvArgs& a, int isa, int64_t* counts_out) {
                   for (int j = 0; j < LANES; ++j) cnt[p][j] -= wp[j];
                 }
             }
-            const float* sc = a.scale + (m * a.N + n) * C8 + g * LANES;
+            // α_m(o) · (β_n · dot), summed over m then n: the float operations of the
+            // reference Σ_m Σ_n α_m β_n conv(A_n, B_m) in their order, so the result is the
+            // same float32 value to the last bit (acc starts at 0, and 0 + t = t)
+            const float* al = a.alpha + m * C8 + g * LANES;
+            const float bn = a.beta[n];
             for (int p = 0; p < P; ++p)
               for (int j = 0; j < LANES; ++j)
-                acc[p][j] += sc[j] * static_cast<float>(kvalid[p] - 2 * cnt[p][j]);
+                acc[p][j] += al[j] * (bn * static_cast<float>(kvalid[p] - 2 * cnt[p][j]));
             if (counts_out != nullptr) {
               // [M][N][B][OH][OW][C_out]: the exact integer dot products
               for (int p = 0; p < P && ox0 + p < a.OW; ++p)
@@ -330,7 +335,7 @@ void conv_impl(const ConvArgs& a, int isa, int64_t* counts_out) {
 }
 
 ConvArgs make_args(const torch::Tensor& bits, const torch::Tensor& w, const torch::Tensor& wpc,
-                   const torch::Tensor& scale, int64_t Cin, int64_t Cout, int64_t KH,
+                   const torch::Tensor& alpha, const torch::Tensor& beta, int64_t Cin, int64_t Cout, int64_t KH,
                    int64_t KW, int64_t stride, int64_t pad) {
   TORCH_CHECK(bits.dim() == 5 && bits.scalar_type() == torch::kInt64, "bits: int64 [N,B,Hp,Wp,Cw]");
   TORCH_CHECK(w.dim() == 4 && w.scalar_type() == torch::kInt64 && w.is_contiguous(),
@@ -357,15 +362,19 @@ ConvArgs make_args(const torch::Tensor& bits, const torch::Tensor& w, const torc
               "channel counts do not match the packed tensors");
   TORCH_CHECK(wpc.numel() == a.M * KH * KW * a.G * LANES && wpc.scalar_type() == torch::kInt32,
               "wpc: int32 [M,T,G*8]");
-  TORCH_CHECK(scale.numel() == a.M * a.N * a.G * LANES && scale.scalar_type() == torch::kFloat,
-              "scale: float [M,N,G*8]");
+  TORCH_CHECK(alpha.numel() == a.M * a.G * LANES && alpha.scalar_type() == torch::kFloat &&
+                  alpha.is_contiguous(),
+              "alpha: float [M,G*8]");
+  TORCH_CHECK(beta.numel() == a.N && beta.scalar_type() == torch::kFloat && beta.is_contiguous(),
+              "beta: float [N]");
   a.OH = (a.H + 2 * pad - KH) / stride + 1;
   a.OW = (a.W + 2 * pad - KW) / stride + 1;
   TORCH_CHECK(a.OH > 0 && a.OW > 0, "input smaller than the kernel");
   a.in = reinterpret_cast<const uint64_t*>(bits.data_ptr<int64_t>());
   a.w = reinterpret_cast<const uint64_t*>(w.data_ptr<int64_t>());
   a.wpc = wpc.data_ptr<int32_t>();
-  a.scale = scale.data_ptr<float>();
+  a.alpha = alpha.data_ptr<float>();
+  a.beta = beta.data_ptr<float>();
   return a;
 }
 
@@ -384,12 +393,13 @@ torch::Tensor pack_activations(torch::Tensor x, torch::Tensor thresholds, int64_
 }
 
 // Binary convolution of float input x (NCHW, any memory format): binarise against the N
-// thresholds, run the M·N bitwise convolutions, combine with scale[m][n][o] = α_m β_n.
+// thresholds, run the M·N bitwise convolutions, combine as Σ_m Σ_n α_m(o) (β_n dot_mn).
 // Returns the float output (channels-last) and, when want_counts, the integer dot products
 // [M][N][B][OH][OW][C_out].
 std::vector<torch::Tensor> binary_conv2d(torch::Tensor x, torch::Tensor thresholds,
                                          torch::Tensor w, torch::Tensor wpc,
-                                         torch::Tensor scale, c10::optional<torch::Tensor> bias,
+                                         torch::Tensor alpha, torch::Tensor beta,
+                                         c10::optional<torch::Tensor> bias,
                                          int64_t Cin, int64_t Cout, int64_t KH, int64_t KW,
                                          int64_t stride, int64_t pad, int64_t isa,
                                          bool want_counts) {
@@ -399,7 +409,7 @@ std::vector<torch::Tensor> binary_conv2d(torch::Tensor x, torch::Tensor threshol
   auto nhwc = x.permute({0, 2, 3, 1}).contiguous();
   auto thr = thresholds.to(torch::kFloat).contiguous();
   auto bits = pack_activations_impl(nhwc, thr, pad, use);
-  ConvArgs a = make_args(bits, w, wpc, scale, Cin, Cout, KH, KW, stride, pad);
+  ConvArgs a = make_args(bits, w, wpc, alpha, beta, Cin, Cout, KH, KW, stride, pad);
   torch::Tensor bias_c;
   if (bias.has_value() && bias->defined()) {
     bias_c = bias->to(torch::kFloat).contiguous();
