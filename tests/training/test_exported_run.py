@@ -21,8 +21,8 @@ def test_engine_top1_on_the_full_test_set_equals_the_record(compose_cfg, capsys)
     reproduces to the bit: the same top-1 on all 10,000 images, no image differing."""
     cfg, run_dir = compose_cfg(
         "quant=xnor", "data=fashion_mnist", "data.train_subset=2048", "data.batch_size=64",
-        "trainer.limit_train_batches=32", "trainer.limit_test_batches=1.0", "optim=adam", "optim.lr=0.001",
-        "data.eval_batch_size=1000",
+        "trainer.limit_train_batches=32", "trainer.limit_test_batches=1.0", "optim=adam",
+        "optim.lr=0.001", "data.eval_batch_size=1000",
     )  # fmt: skip
     record = train(cfg, run_dir)
     want = record["metrics"]["test"]["acc1"]
@@ -35,5 +35,6 @@ def test_engine_top1_on_the_full_test_set_equals_the_record(compose_cfg, capsys)
     assert "images where the predicted class differs: 0;" in out, out
     result = json.loads((run_dir / "inference.json").read_text())["evaluate"]
     assert result["images"] == 10000 and result["backend"] != "simulated (no kernels)"
-    assert result["top1_engine"] == result["top1_simulated"] == pytest.approx(want, abs=1e-6)  # a float32 metric
+    # the record's metric is a float32
+    assert result["top1_engine"] == result["top1_simulated"] == pytest.approx(want, abs=1e-6)
     assert result["max_rel_diff"] == 0.0 and result["disagreeing_images"] == []

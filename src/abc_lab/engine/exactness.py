@@ -46,7 +46,8 @@ def main(argv: list[str]) -> int:
     runs = [Path(a) for a in argv]
     missing = [str(r) for r in runs if not (r / "inference.json").is_file()]
     if not runs or missing:
-        print(f"error: no evaluated run in {', '.join(missing) or 'the arguments'}", file=sys.stderr)
+        where = ", ".join(missing) or "the arguments"
+        print(f"error: no evaluated run in {where}", file=sys.stderr)
         return 1
     print(HEADER)
     for r in runs:
