@@ -49,20 +49,36 @@ study: install data
 	  --name fashion-mnist-resnet20 --keep-records --notes reports/fashion-mnist-resnet20/findings.md
 
 # The recipe search (sweeps/recipes.yaml, 24 short fine-tunings of abc(3,3)): first its two
-# starts (the fp run, the stage-1 run) in the sweep's own directory, then the sweep, then the
-# report in reports/fashion-mnist-recipes/. Resumable: finished runs are kept, a killed one
-# resumes from its last checkpoint.
+# starts (the fp run, the stage-1 run) in the sweep's own directory, then the sweep; then, in
+# the same directory, the optimizer of the float parameters (Adam 1e-3 or 1e-4 against SGD 0.01
+# of recipe=finetune, the sweep's point for abc(3,3)) for abc(3,3) and for bnn, whose unscaled
+# weights make large early gradients that SGD turns into large steps; then the report in
+# reports/fashion-mnist-recipes/.
+# Resumable: finished runs are kept, a killed one resumes from its last checkpoint.
 RECIPES := sweeps/recipes.yaml
+RECIPE_STARTS := "start-fp:variant=recipes/fp" "start-act3:variant=recipes/act3"
+RECIPE_FLOAT_OPT := module.distill.weight=0.5 module.param_groups.float=
+RECIPE_FLOAT := \
+  "float-abc33-adam-1e-3:variant=recipes/abc33 $(RECIPE_FLOAT_OPT){optimizer:adam,lr:1.0e-3,weight_decay:0.0}" \
+  "float-abc33-adam-1e-4:variant=recipes/abc33 $(RECIPE_FLOAT_OPT){optimizer:adam,lr:1.0e-4,weight_decay:0.0}" \
+  "float-bnn-sgd:variant=recipes/bnn $(RECIPE_FLOAT_OPT)null" \
+  "float-bnn-adam-1e-3:variant=recipes/bnn $(RECIPE_FLOAT_OPT){optimizer:adam,lr:1.0e-3,weight_decay:0.0}" \
+  "float-bnn-adam-1e-4:variant=recipes/bnn $(RECIPE_FLOAT_OPT){optimizer:adam,lr:1.0e-4,weight_decay:0.0}"
+# train "<name>:<overrides>"... as <runs>/<name> (experiment=fmnist_recipes), skipping finished ones
+define recipe_runs
+for spec in $(1); do \
+  d="$$runs/$${spec%%:*}"; \
+  if grep -qs '"status": "finished"' "$$d/results.json"; then continue; fi; \
+  resume=""; if [ -f "$$d/results.json" ]; then resume="ckpt_path=last"; fi; \
+  $(VENV)/bin/abc-lab train experiment=fmnist_recipes $${spec#*:} hydra.run.dir="$$d" $$resume \
+    || exit 1; \
+done
+endef
 recipes: install data
 	@runs="$$($(VENV)/bin/abc-lab sweep $(RECIPES) --where)/runs"; \
-	for v in fp act3; do \
-	  d="$$runs/start-$$v"; \
-	  if grep -qs '"status": "finished"' "$$d/results.json"; then continue; fi; \
-	  resume=""; if [ -f "$$d/results.json" ]; then resume="ckpt_path=last"; fi; \
-	  $(VENV)/bin/abc-lab train experiment=fmnist_recipes variant=recipes/$$v hydra.run.dir="$$d" $$resume \
-	    || exit 1; \
-	done; \
+	$(call recipe_runs,$(RECIPE_STARTS)); \
 	$(VENV)/bin/abc-lab sweep $(RECIPES); \
+	$(call recipe_runs,$(RECIPE_FLOAT)); \
 	$(VENV)/bin/abc-lab report "$$runs" --name fashion-mnist-recipes --keep-records
 
 # The Fashion-MNIST study with the recipe the search chose (sweeps/fmnist_recipe_study.yaml,
