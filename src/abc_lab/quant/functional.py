@@ -226,6 +226,17 @@ def _segment_sum(values: Tensor, index: Tensor, count: int) -> Tensor:
     return values.new_zeros(*values.shape[:-1], count).index_add_(-1, index, values)
 
 
+def base_patterns(u: Tensor) -> Tensor:
+    """(L, M+1, M): row k of layer l holds the M bases (±1) of a weight whose bases are +1 for
+    exactly k of them. B_m = sign(c + u_m·std) is a threshold of the same centred value c for
+    every m, so the +1 bases are always those with the k largest shifts u_m (float rounding
+    keeps that order: it is monotone); equal shifts are +1 together."""
+    M = u.shape[1]
+    rank = torch.argsort(torch.argsort(-u, dim=1, stable=True), dim=1)  # (L, M)
+    ks = torch.arange(M + 1, device=u.device).view(1, -1, 1)
+    return torch.where(rank.unsqueeze(1) < ks, 1.0, -1.0).to(u.dtype)
+
+
 def abc_fold_flat(
     flat: Tensor, u: Tensor, index: Tensor, layer: Tensor, count: int
 ) -> tuple[Tensor, Tensor, Tensor]:
@@ -233,8 +244,10 @@ def abc_fold_flat(
 
     ``flat`` (P,) concatenated weights, ``u`` (L, M) each layer's shifts, ``index`` (P,) each
     element's segment, ``layer`` (S,) each segment's layer. Returns the folded flat weights
-    (P,), α (S, M) and std (S,). The statistics, the Gram matrices BᵀB and right-hand sides
-    Bᵀw of all segments are segment sums, and the S least-squares solves one batched
+    (P,), α (S, M) and std (S,). An element's M bases follow from k, the number of them that
+    are +1 (``base_patterns``), so the Gram matrices BᵀB and right-hand sides Bᵀw of all
+    segments come from two histograms over (segment, k), the count and the weight sum, with
+    O(M·P) work and no (M, P) or (M², P) tensor; the S least-squares solves are one batched
     pseudo-inverse (float64), as in ``weight_bases``.
     """
     M = u.shape[1]
@@ -242,14 +255,22 @@ def abc_fold_flat(
     centred = flat - (_segment_sum(flat, index, count) / n)[index]
     std = (_segment_sum(centred * centred, index, count) / n).sqrt()
     shift = (u[layer] * std.unsqueeze(1)).t()  # (M, S): u_m · std
-    # B_m = sign((W - mean) + u_m·std), the same arithmetic as weight_bases
-    B = torch.where(centred.unsqueeze(0) + shift[:, index] >= 0, 1.0, -1.0).to(flat.dtype)
-    pairs = (B.unsqueeze(0) * B.unsqueeze(1)).reshape(M * M, -1)  # (M², P), exact ±1
-    gram = _segment_sum(pairs, index, count).t().reshape(-1, M, M).double()  # (S, M, M)
-    rhs = _segment_sum(B.double() * flat.double(), index, count).t()  # (S, M)
+    # k: how many of B_m = sign((W - mean) + u_m·std) are +1 (the arithmetic of weight_bases)
+    k = torch.zeros_like(index)
+    for m in range(M):
+        k = k + (centred + shift[m][index] >= 0).to(index.dtype)
+    cell = index * (M + 1) + k  # (segment, k) of each element
+    hist = flat.new_zeros(count * (M + 1), dtype=torch.float64)
+    counts = hist.index_add(0, cell, torch.ones_like(flat, dtype=torch.float64))
+    sums = hist.index_add(0, cell, flat.double())
+    patterns = base_patterns(u.double())[layer]  # (S, M+1, M)
+    counts, sums = counts.view(count, M + 1, 1), sums.view(count, M + 1, 1)
+    gram = patterns.transpose(1, 2) @ (counts * patterns)  # (S, M, M), exact integers
+    rhs = (patterns * sums).sum(1)  # (S, M)
     alpha = (torch.linalg.pinv(gram, hermitian=True) @ rhs.unsqueeze(-1)).squeeze(-1)
     alpha = alpha.to(flat.dtype)
-    folded = (alpha.t()[:, index] * B).sum(0)
+    values = (alpha.unsqueeze(1) * patterns.to(flat.dtype)).sum(-1)  # (S, M+1): Σ_m α_m b_km
+    folded = values.reshape(-1)[cell]
     return folded, alpha, std
 
 
