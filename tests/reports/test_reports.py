@@ -344,6 +344,46 @@ def test_rows_sharing_a_label_are_told_apart(tmp_path: Path) -> None:
     ]
 
 
+def test_recipe_rows_get_short_labels_and_a_ranking_instead_of_one_cell_heat_maps(
+    tmp_path: Path,
+) -> None:
+    """A recipe search: one quantizer, several optimizer groups and learning rates. Labels
+    name a parameter group in one part; the report ranks the rows in a figure and draws no
+    heat map, which would have a single (M, N) cell."""
+    g = "module.param_groups.binary."
+    adam = {g + "optimizer": "adam", g + "lr": 1e-4, g + "weight_decay": 0.0}
+    sgd = {g + "optimizer": "sgd", g + "lr": 0.01, g + "weight_decay": 5e-4}
+
+    def v2(run_dir: Path, **key: object) -> dict:  # a current record: the derived key
+        record = upgrade(json.loads((run_dir / "results.json").read_text()))
+        record["key"].update(key)
+        (run_dir / "results.json").write_text(json.dumps(record))
+        return record
+
+    v2(write_run(tmp_path, "fp"))
+    (fp,) = load_runs([tmp_path / "fp"]).runs
+    variant = json.dumps(fp.variant, default=str)
+    start = {"run": "fp", "variant": variant, "fp_variant": variant}  # all fine-tuned from fp
+    for name, acc1, key in [
+        ("a", 0.85, adam), ("b", 0.84, sgd), ("c", 0.83, {**sgd, "optim.lr": 1e-3})
+    ]:  # fmt: skip
+        run_dir = write_run(tmp_path, name, quant="abc", M=3, N=3, acc1=acc1)
+        record = v2(run_dir, **key)
+        record["init"] = {"source": start}
+        (run_dir / "results.json").write_text(json.dumps(record))
+    (group,) = build_groups(load_runs([tmp_path]).runs)
+    assert sorted(r.label for r in group.rows) == [
+        "abc(3,3) [optim.lr=0.001, binary: sgd lr=0.01 wd=0.0005]",
+        "abc(3,3) [optim.lr=0.1, binary: adam lr=0.0001 wd=0.0]",
+        "abc(3,3) [optim.lr=0.1, binary: sgd lr=0.01 wd=0.0005]",
+    ]
+    out, md, _, _ = report([tmp_path], tmp_path)
+    figures = sorted(p.name for p in (out / "figures").glob("*.png"))
+    assert any(f.endswith("-ranking.png") for f in figures)
+    assert not any("heatmap" in f for f in figures)
+    assert "Top-1 of each configuration" in md and "Top-1 over (M, N)" not in md
+
+
 # --------------------------------------------------------------------------- seeds
 
 

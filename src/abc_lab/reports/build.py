@@ -150,6 +150,17 @@ class _Composer:
                 f"{stem}-latency", f"top-1 against measured latency, {title}",
                 "Test top-1 against the engine's latency (batch 1, one thread); dashed: fp32.",
             )  # fmt: skip
+        # a heat map needs more than one (M, N) cell to say anything
+        families = {f: rows for f, rows in families.items() if len({(r.M, r.N) for r in rows}) > 1}
+        labels = [r.base_label for r in group.rows]
+        if len(labels) != len(set(labels)):  # one quantizer under several recipes or settings
+            self.add(Heading(3, "Top-1 of each configuration"))
+            self.figure(
+                lambda p: figures.ranking(group, title, p),
+                f"{stem}-ranking", f"top-1 of each configuration, {title}",
+                "Bars: mean over seeds, best first; dots: single seeds; dashed: the fp "
+                "baseline.",
+            )  # fmt: skip
         if families:
             self.add(Heading(3, "Top-1 over (M, N)"))
         for k, rows in enumerate(families.values()):

@@ -109,6 +109,36 @@ def heatmap(rows: Sequence[Row], baseline: Row | None, title: str, path: Path) -
     return True
 
 
+def ranking(group: Group, title: str, path: Path) -> bool:
+    """Top-1 of every configuration as a bar, best first, seeds as dots; fp as a line."""
+    rows = [r for r in group.rows if r.top1 is not None]
+    if not rows:
+        return False
+    rows.sort(key=lambda r: r.top1.mean, reverse=True)  # type: ignore[union-attr]
+    fig = Figure(figsize=(10.5, 1.2 + 0.36 * len(rows)), layout="constrained")
+    ax = fig.subplots()
+    y = np.arange(len(rows))[::-1]
+    means = [100 * r.top1.mean for r in rows]  # type: ignore[union-attr]
+    ax.barh(y, means, color="#4c78a8", height=0.65)
+    for yi, row in zip(y, rows, strict=True):
+        values = [100 * v for v in row.top1.values]  # type: ignore[union-attr]
+        ax.plot(values, [yi] * len(values), "k.", markersize=4)
+    low = min(min(100 * v for v in r.top1.values) for r in rows)  # type: ignore[union-attr]
+    high = max(means)
+    if group.baseline is not None and group.baseline.top1 is not None:
+        fp = 100 * group.baseline.top1.mean
+        ax.axvline(fp, color="black", linestyle="--", linewidth=1.2, label=f"fp {fp:.2f}%")
+        ax.legend(fontsize=8, loc="lower right")
+        high = max(high, fp)
+    ax.set_xlim(max(0.0, low - 0.15 * (high - low + 1)), high + 0.1 * (high - low + 1))
+    ax.set_yticks(y, [r.label for r in rows], fontsize=8)
+    ax.set_xlabel(f"{group.metric} top-1 %")
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_title(title, fontsize=11)
+    _save(fig, path)
+    return True
+
+
 def val_curves(group: Group, title: str, path: Path) -> bool:
     """Validation top-1 per epoch for every run of the group (fp in black)."""
     rows = group.all_rows

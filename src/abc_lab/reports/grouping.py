@@ -201,6 +201,38 @@ def init_text(row: Row) -> str:
     return "from ckpt"
 
 
+_GROUPS = "module.param_groups."
+_SHORT = {"weight_decay": "wd", "momentum": "mom"}
+
+
+def _field_parts(key: Mapping[str, Any], varying: Sequence[str]) -> list[str]:
+    """Short texts of the varying fields: an optimizer parameter group as one part (``binary:
+    adam lr=0.0001 wd=0.0``), other fields as name=value without the ``module.`` prefix."""
+    parts: list[str] = []
+    groups: dict[str, list[str]] = {}
+    for f in varying:
+        if f.startswith(_GROUPS) and f.count(".") == 3:
+            groups.setdefault(f.rsplit(".", 1)[0], []).append(f)
+            continue
+        if f in _SUFFIX_TEXT:
+            parts.append(_SUFFIX_TEXT[f](key.get(f)))
+        else:
+            parts.append(f"{f.removeprefix('module.')}={override_value(key.get(f))}")
+    for parent, fields in groups.items():
+        settings = {f.rsplit(".", 1)[1]: key.get(f) for f in sorted(set(fields) | {
+            k for k in key if k.startswith(parent + ".")})}  # fmt: skip
+        if all(v is None for v in settings.values()):
+            text = "main optimizer"
+        else:
+            opt = settings.pop("optimizer", None)
+            text = " ".join(
+                [str(opt)] * (opt is not None)
+                + [f"{_SHORT.get(k, k)}={override_value(v)}" for k, v in settings.items()]
+            )
+        parts.append(f"{parent.removeprefix(_GROUPS)}: {text}")
+    return parts
+
+
 def assign_labels(rows: Sequence[Row]) -> None:
     """Display labels: the record label, plus every key field that tells apart rows sharing
     it (so two configurations are never shown under one name)."""
@@ -213,11 +245,7 @@ def assign_labels(rows: Sequence[Row]) -> None:
         varying = [f for f in fields if len({repr(r.key.get(f)) for r in same}) > 1]
         init_varies = len({init_text(r) for r in same}) > 1
         for row in same:
-            parts = [
-                _SUFFIX_TEXT[f](row.key.get(f)) if f in _SUFFIX_TEXT
-                else f"{f}={override_value(row.key.get(f))}"
-                for f in varying
-            ]  # fmt: skip
+            parts = _field_parts(row.key, varying)
             if init_varies:
                 parts.append(init_text(row))
             row.label = f"{label} [{', '.join(parts)}]" if parts else label
