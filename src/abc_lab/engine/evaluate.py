@@ -1,5 +1,6 @@
 """Top-1 of a packed model with the bitwise engine, checked image by image against the
-float simulation of the same file (what training's evaluation computes)."""
+simulation of the same file: the reference arithmetic in float, which training's test
+evaluation computes and the engine reproduces to the bit."""
 
 from __future__ import annotations
 
