@@ -91,3 +91,26 @@ def test_evaluate_prints_top1(tmp_path, capsys, native):
     assert main(["evaluate", str(path), "--limit", "300", "--batch-size", "100"]) == 0
     out = capsys.readouterr().out
     assert "on 300 test images: engine top-1" in out and "run record 10.00%" in out
+
+
+@pytest.mark.skipif(not FMNIST.is_dir(), reason="Fashion-MNIST IDX files not installed")
+def test_evaluate_fails_when_engine_and_simulation_differ(tmp_path, capsys, monkeypatch):
+    """The engine is exact: an image on which it differs from the simulation is a defect,
+    named with both logits, and the command exits 1."""
+    from abc_lab.engine import evaluate as ev
+
+    run = _run_dir(tmp_path)
+    path = tmp_path / "m.safetensors"
+    assert main(["export", str(run), "--out", str(path)]) == 0
+    real = ev.evaluate
+
+    def skewed(engine, simulated, *args, **kwargs):
+        result = real(engine, simulated, *args, **kwargs)
+        result.disagreements.append(ev.Disagreement(7, 3, [0.1, 0.9], [0.9, 0.1], 1.6))
+        result.class_disagreements += 1
+        return result
+
+    monkeypatch.setattr(ev, "evaluate", skewed)
+    assert main(["evaluate", str(path), "--limit", "100", "--batch-size", "100"]) == 1
+    out = capsys.readouterr().out
+    assert "image 7 (label 3" in out and "differ on 1 image(s)" in out
