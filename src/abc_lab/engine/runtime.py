@@ -134,9 +134,7 @@ class PackedConv2d(_PackedLayer):
             return mod.binary_conv2d(
                 x.float(), self.thresholds, self.kw, self.kpc, self.kalpha, self.beta, self.bias,
                 Ci, Co, KH, KW, self.stride[0], self.padding[0], kernels.isa(), False,
-            )[0].contiguous()  # fmt: skip
-            # NCHW like the reference's output: later float layers (average pooling) sum in
-            # an order that depends on the memory format, and must sum as in training
+            )[0]  # fmt: skip
         return self.reference(x)
 
     def op(self, a: Tensor, b: Tensor) -> Tensor:
@@ -233,7 +231,30 @@ def build_engine(
     if missing:
         raise FormatError(f"model file '{where}' lacks tensor '{missing[0]}'")
     net.load_state_dict(floats, strict=False)
+    if backend == "native":
+        _float_layers_see_nchw(net)
     return EngineModel(net.eval(), meta, backend)
+
+
+_LAYOUT_SENSITIVE = (
+    nn.Conv2d,
+    nn.Linear,
+    nn.AdaptiveAvgPool2d,
+    nn.AvgPool2d,
+    nn.AdaptiveMaxPool2d,
+    nn.MaxPool2d,
+)
+
+
+def _float_layers_see_nchw(net: nn.Module) -> None:
+    """The kernels return channels-last tensors (NHWC data, no copy; the next binary layer
+    packs from it directly, and element-wise layers keep the layout and their values). Float
+    layers that sum over elements (convolutions, pooling) may sum in another order on another
+    layout, so each gets its input in the contiguous NCHW layout training gave it: one copy
+    where the engine's layout meets such a layer, none on the binary path."""
+    for module in net.modules():
+        if isinstance(module, _LAYOUT_SENSITIVE) and not isinstance(module, _PackedLayer):
+            module.register_forward_pre_hook(lambda _m, args: (args[0].contiguous(), *args[1:]))
 
 
 def load_model(path: str | Path, backend: str = "auto") -> EngineModel:
