@@ -32,7 +32,7 @@ lint: install
 test: install data
 	$(VENV)/bin/ruff check src tests
 	$(VENV)/bin/lint-imports
-	$(PY) -m pytest -q -n 2 --dist loadfile
+	$(PY) -m pytest -q -n 2 --dist loadfile --durations=15
 
 test-slurm: install data
 	$(PY) -m pytest -q -m slurm tests/slurm
