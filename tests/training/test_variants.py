@@ -37,14 +37,32 @@ def test_the_variant_files_are_the_expected_set():
     assert VARIANTS == sorted(EXPECTED)
 
 
-@pytest.mark.parametrize("name", VARIANTS)
-def test_each_variant_composes_into_its_quantizer_seed_and_start(compose_cfg, name):
-    cfg, _ = compose_cfg("experiment=fmnist_study", f"variant={name}", shrink=False)
-    quant, m, n, seed, source = EXPECTED[name]
+def _composed(compose_cfg, experiment: str, name: str, expected: dict):
+    """The variant composed in its study: quantizer, bases and seed as ``expected`` says;
+    returns the config, the unresolved config and the variant it starts from."""
+    cfg, _ = compose_cfg(f"experiment={experiment}", f"variant={name}", shrink=False)
+    quant, m, n, seed, source = expected[name]
     assert cfg.variant == name and cfg.seed == seed and cfg.quant.name == quant
     if m is not None:
         assert (cfg.quant.M, cfg.quant.N) == (m, n)
-    raw = OmegaConf.to_container(cfg, resolve=False)["init_from"]
+    return cfg, OmegaConf.to_container(cfg, resolve=False), source
+
+
+def _check_sweep_order(sweep: str, experiment: str, variants: list[str], expected: dict):
+    """The sweep runs every variant once, each after the run it starts from."""
+    spec = load_spec(REPO / "sweeps" / sweep)
+    values = spec.raw["parameters"]["variant"]["values"]
+    assert sorted(values) == variants and spec.grid_size() == len(variants)
+    assert spec.raw["parameters"]["experiment"] == {"value": experiment}
+    for i, name in enumerate(values):
+        source = expected[name][4]
+        assert source is None or values.index(source) < i, name
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_each_variant_composes_into_its_quantizer_seed_and_start(compose_cfg, name):
+    cfg, raw, source = _composed(compose_cfg, "fmnist_study", name, EXPECTED)
+    raw = raw["init_from"]
     if source is None:
         assert raw is None
     else:
@@ -60,13 +78,7 @@ def test_each_variant_composes_into_its_quantizer_seed_and_start(compose_cfg, na
 
 
 def test_study_sweep_lists_every_variant_after_the_run_it_starts_from():
-    spec = load_spec(REPO / "sweeps" / "fmnist_study.yaml")
-    values = spec.raw["parameters"]["variant"]["values"]
-    assert sorted(values) == VARIANTS and spec.grid_size() == len(VARIANTS)
-    assert spec.raw["parameters"]["experiment"] == {"value": "fmnist_study"}
-    for i, name in enumerate(values):
-        source = EXPECTED[name][4]
-        assert source is None or values.index(source) < i, name
+    _check_sweep_order("fmnist_study.yaml", "fmnist_study", VARIANTS, EXPECTED)
 
 
 STUDY2 = REPO / "conf" / "variant" / "recipe_study"
@@ -93,12 +105,7 @@ def test_the_recipe_study_variant_files_are_the_expected_set():
 
 @pytest.mark.parametrize("name", STUDY2_VARIANTS)
 def test_each_recipe_study_variant_composes_into_its_run(compose_cfg, name):
-    cfg, _ = compose_cfg("experiment=fmnist_recipe_study", f"variant={name}", shrink=False)
-    quant, m, n, seed, source = STUDY2_EXPECTED[name]
-    assert cfg.variant == name and cfg.seed == seed and cfg.quant.name == quant
-    if m is not None:
-        assert (cfg.quant.M, cfg.quant.N) == (m, n)
-    raw = OmegaConf.to_container(cfg, resolve=False)
+    cfg, raw, source = _composed(compose_cfg, "fmnist_recipe_study", name, STUDY2_EXPECTED)
     assert cfg.trainer.precision == "32-true" and cfg.data.augment
     if source is None:  # fp from scratch, the longer schedule, no teacher
         assert raw["init_from"] is None and raw["module"]["distill"]["teacher"] is None
@@ -121,13 +128,9 @@ def test_each_recipe_study_variant_composes_into_its_run(compose_cfg, name):
 
 
 def test_recipe_study_sweep_lists_every_variant_after_the_run_it_starts_from():
-    spec = load_spec(REPO / "sweeps" / "fmnist_recipe_study.yaml")
-    values = spec.raw["parameters"]["variant"]["values"]
-    assert sorted(values) == STUDY2_VARIANTS and spec.grid_size() == len(values)
-    assert spec.raw["parameters"]["experiment"] == {"value": "fmnist_recipe_study"}
-    for i, name in enumerate(values):
-        source = STUDY2_EXPECTED[name][4]
-        assert source is None or values.index(source) < i, name
+    _check_sweep_order(
+        "fmnist_recipe_study.yaml", "fmnist_recipe_study", STUDY2_VARIANTS, STUDY2_EXPECTED
+    )
 
 
 def _as_run(cfg, run_dir: Path):
