@@ -150,14 +150,10 @@ class PackedConv2d(_PackedLayer):
                 x.float(), self.thresholds, self.kw, self.kpc, self.kalpha, self.beta, None,
                 Ci, Co, KH, KW, self.stride[0], self.padding[0], kernels.isa(), True,
             )[1]  # fmt: skip
-        A = sign_pm1(x.unsqueeze(0) - self.thresholds.view(-1, 1, 1, 1, 1))
-        out = [
-            F.conv2d(A[n], self.bases[m], None, self.stride, self.padding)
-            for m in range(self.bases.shape[0])
-            for n in range(A.shape[0])
-        ]
+        A = self.input_bases(x)
+        out = [self.op(a, b) for b in self.bases for a in A]
         dots = torch.stack(out).round().to(torch.int64)
-        M, N = self.bases.shape[0], A.shape[0]
+        M, N = self.bases.shape[0], len(A)
         return dots.view(M, N, *dots.shape[1:]).permute(0, 1, 2, 4, 5, 3).contiguous()
 
 

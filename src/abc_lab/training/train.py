@@ -27,6 +27,7 @@ from ..errors import UserError
 from ..quant import QuantConfig, summarize
 from ..quant.functional import set_kernel
 from ..runs import derive_key, read_run
+from ..runs.key import distill_active
 from . import checkpoints as ckpts
 from . import resume
 from .callbacks import latest_checkpoint
@@ -109,9 +110,8 @@ def active_teacher(cfg: DictConfig) -> str | None:
     """The distillation teacher, or None where distillation is off (no teacher, or a teacher
     whose terms weigh 0: checked, never run)."""
     distill = cfg.module.get("distill") or {}
-    if distill.get("teacher") and (distill.get("weight") or distill.get("feature_weight")):
-        return distill["teacher"]
-    return None
+    flat = {f"module.distill.{name}": value for name, value in distill.items()}
+    return distill["teacher"] if distill_active(flat) else None
 
 
 @dataclass
