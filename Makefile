@@ -49,10 +49,11 @@ study: install data
 	  --name fashion-mnist-resnet20 --keep-records --notes reports/fashion-mnist-resnet20/findings.md
 
 # The recipe search (sweeps/recipes.yaml, 24 short fine-tunings of abc(3,3)): first its two
-# starts (the fp run, the stage-1 run) in the sweep's own directory, then the sweep; then, in
-# the same directory, the optimizer of the float parameters (Adam 1e-3 or 1e-4 against SGD 0.01
+# starts (the fp run, the stage-1 run) in the sweep's own directory; then, in the same
+# directory, the optimizer of the float parameters (Adam 1e-3 or 1e-4 against SGD 0.01
 # of recipe=finetune, the sweep's point for abc(3,3)) for abc(3,3) and for bnn, whose unscaled
-# weights make large early gradients that SGD turns into large steps; then the report in
+# weights make large early gradients that SGD turns into large steps; then the sweep; then
+# the report in
 # reports/fashion-mnist-recipes/.
 # Resumable: finished runs are kept, a killed one resumes from its last checkpoint.
 RECIPES := sweeps/recipes.yaml
@@ -77,8 +78,8 @@ endef
 recipes: install data
 	@runs="$$($(VENV)/bin/abc-lab sweep $(RECIPES) --where)/runs"; \
 	$(call recipe_runs,$(RECIPE_STARTS)); \
-	$(VENV)/bin/abc-lab sweep $(RECIPES); \
 	$(call recipe_runs,$(RECIPE_FLOAT)); \
+	$(VENV)/bin/abc-lab sweep $(RECIPES); \
 	$(VENV)/bin/abc-lab report "$$runs" --name fashion-mnist-recipes --keep-records
 
 # The Fashion-MNIST study with the recipe the search chose (sweeps/fmnist_recipe_study.yaml,

@@ -210,14 +210,13 @@ def test_cancelled_offline_sweep_job_is_recorded_failed_and_resumed(
     assert wait_until_gone(cluster, first) == "CANCELLED"
     runs = json.loads((sweep / "sweep.json").read_text())["runs"]
     assert runs[0]["state"] == "interrupted", runs  # the driver saw SIGTERM and said so
-    set_aside = sweep / "interrupted" / "run-000-1"
-    record = read_record(set_aside)
+    record = read_record(sweep / "runs" / "run-000")  # kept in place, to continue from
     assert record is not None and record["status"] == "failed", record
 
     second = submit(2)
     assert wait_until_gone(cluster, second) == "COMPLETED"
     out = (tmp_path / "sweep-2.out").read_text()
-    assert "re-running interrupted run-000" in out, out[-3000:]
+    assert "re-running interrupted run-000 from its last checkpoint" in out, out[-3000:]
     runs = json.loads((sweep / "sweep.json").read_text())["runs"]
     assert [r["state"] for r in runs] == ["finished", "finished"], runs
     assert [a["state"] for a in runs[0]["attempts"]] == ["interrupted"]

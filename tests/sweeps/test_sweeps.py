@@ -211,13 +211,15 @@ def test_killed_offline_sweep_resumes_without_repeating_finished_runs(tmp_path: 
             runs = state_of(sweep)["runs"]
         except (OSError, ValueError):
             continue
-        if len(runs) == 2 and runs[1]["state"] == "running" and runs[1].get("pid"):
-            second = runs[1]
+        record = read_record(sweep / "runs" / "run-001")
+        if len(runs) == 2 and runs[1]["state"] == "running" and runs[1].get("pid") and record:
+            second = runs[1]  # training, with a record: it continues from where it stopped
             break
     assert second is not None, "the sweep never reached its second run"
     first = runs[0]
     assert first["state"] == "finished"
     first_started = read_record(sweep / "runs" / "run-000")["started_at"]
+    second_started = read_record(sweep / "runs" / "run-001")["started_at"]
     driver.send_signal(signal.SIGKILL)  # the worst case: no chance to clean up
     driver.wait()
     for _ in range(120):  # its training process gets SIGTERM from the kernel and ends
@@ -229,14 +231,17 @@ def test_killed_offline_sweep_resumes_without_repeating_finished_runs(tmp_path: 
 
     res = abc_lab(*args, cwd=tmp_path)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
-    assert "re-running interrupted run-001" in res.stdout
+    assert "re-running interrupted run-001 from its last checkpoint" in res.stdout
     runs = state_of(sweep)["runs"]
     assert [r["name"] for r in runs] == ["run-000", "run-001"]
     assert [r["state"] for r in runs] == ["finished", "finished"]
     assert runs[0]["started_at"] == first["started_at"]  # the finished run was not repeated
     assert read_record(sweep / "runs" / "run-000")["started_at"] == first_started
     assert [a["state"] for a in runs[1]["attempts"]] == ["interrupted"]
-    assert (sweep / "interrupted" / "run-001-1").is_dir()
+    assert runs[1]["command"][-1] == "ckpt_path=last"
+    # resumed in its own directory: the same record (its start time kept), nothing set aside
+    assert read_record(sweep / "runs" / "run-001")["started_at"] == second_started
+    assert not (sweep / "interrupted").exists()
     summary = json.loads((sweep / "summary.json").read_text())
     assert summary["counts"] == {"finished": 2}
 
@@ -248,6 +253,7 @@ args = dict(a.split("=", 1) for a in sys.argv[1:])
 run_dir = args["hydra.run.dir"].strip("'")
 os.makedirs(run_dir, exist_ok=True)
 M, epochs = int(args.get("quant.M", 3)), int(args.get("trainer.max_epochs", 4))
+fail = os.environ.get("FAKE_TRAIN_FAILS_M") == str(M)
 with open(os.path.join(os.path.dirname(run_dir), "..", "argv.log"), "a") as f:
     f.write(json.dumps(sys.argv[1:]) + "\\n")
 rec = {"schema": "abc-lab/run-record", "version": 2, "status": "running", "error": None,
@@ -263,6 +269,8 @@ def save():
         json.dump(rec, f)
     os.replace(run_dir + "/results.tmp", run_dir + "/results.json")
 save()
+if fail:
+    sys.exit(3)
 for e in range(epochs):
     time.sleep(0.4)
     acc = 0.1 * M * (e + 1) / epochs
@@ -281,6 +289,56 @@ def fake_trainer(tmp_path: Path) -> list[str]:
     script = tmp_path / "fake_train.py"
     script.write_text(FAKE_TRAIN, encoding="utf-8")
     return [sys.executable, str(script)]
+
+
+def test_failed_runs_are_trained_again_only_with_retry_failed(tmp_path: Path) -> None:
+    engine()
+    import io
+
+    from rich.console import Console
+
+    from abc_lab.sweeps.offline import OfflineSweep
+
+    spec_file = write(
+        tmp_path / "grid.yaml",
+        "method: grid\nparameters:\n  quant.M: {values: [1, 2]}\n" + COMMAND,
+    )
+    spec = load_spec(spec_file, ["trainer.max_epochs=2"], compose_check=False)
+    fake = fake_trainer(tmp_path)
+    sweep = tmp_path / "sweep"
+
+    def sweep_once(env: dict[str, str], **options: bool) -> tuple[int, str]:
+        out = io.StringIO()
+        console = Console(file=out, width=200)
+        runner = OfflineSweep(
+            spec, sweep, console=console, poll_s=0.05, command=lambda: fake, env=env, **options
+        )
+        return runner.run(), out.getvalue()
+
+    def states() -> list[str]:
+        return [r["state"] for r in state_of(sweep)["runs"]]
+
+    def trainings() -> int:
+        return len((sweep / "argv.log").read_text().splitlines())
+
+    assert sweep_once({"FAKE_TRAIN_FAILS_M": "2"})[0] == 1
+    assert states() == ["finished", "failed"] and trainings() == 2
+    first = read_record(sweep / "runs" / "run-000")["started_at"]
+
+    code, out = sweep_once({})  # the same command again: failed stays failed
+    assert code == 1 and states() == ["finished", "failed"] and trainings() == 2
+
+    code, out = sweep_once({}, retry_failed=True)
+    assert code == 0, out
+    assert "run-001 failed before; training it again" in out
+    assert states() == ["finished", "finished"] and trainings() == 3  # run-000 not again
+    assert read_record(sweep / "runs" / "run-000")["started_at"] == first
+    run = state_of(sweep)["runs"][1]
+    assert [a["state"] for a in run["attempts"]] == ["failed"]
+    assert "ckpt_path=last" not in run["command"]  # from the start, not from a checkpoint
+    set_aside = read_record(sweep / "interrupted" / "run-001-1")
+    assert set_aside is not None and set_aside["status"] == "failed"
+    assert read_record(sweep / "runs" / "run-001")["status"] == "finished"
 
 
 def test_hyperband_stops_a_lagging_run(tmp_path: Path) -> None:

@@ -28,7 +28,8 @@ EPILOG = """examples:
 
 Offline, --count caps the runs the sweep holds in total: the same command run again
 continues the sweep in the same directory (multirun/sweeps/<name>-<hash> unless
---sweep-dir), re-running an interrupted run and never repeating finished ones.
+--sweep-dir): an interrupted run continues from its last checkpoint, finished ones are
+never repeated, failed ones only with --retry-failed.
 Online, --count is the number of runs this agent executes (W&B's meaning)."""
 
 
@@ -67,6 +68,11 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="show each run's output here (default: runs/<name>/sweep_run.log)",
     )
+    p.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="offline: train the sweep's failed runs again from the start",
+    )
     p.add_argument("--check", action="store_true", help="validate the file and exit")
     p.add_argument(
         "--where",
@@ -96,6 +102,10 @@ def main(argv: list[str]) -> int:
             )
             return 0
         if online:
+            if args.retry_failed:
+                raise SpecError(
+                    "--retry-failed is for offline sweeps (online, start a new agent)"
+                )
             from ..sweeps.online import run_online
 
             return run_online(
@@ -112,7 +122,14 @@ def main(argv: list[str]) -> int:
                 "pass --count K (or set run_cap in the file)"
             )
         sweep_dir = args.sweep_dir or default_sweep_dir(spec, spec.extra)
-        sweep = OfflineSweep(spec, sweep_dir, args.count, console, stream_output=args.stream)
+        sweep = OfflineSweep(
+            spec,
+            sweep_dir,
+            args.count,
+            console,
+            stream_output=args.stream,
+            retry_failed=args.retry_failed,
+        )
         console.print(f"sweep {spec.name} ({spec.method}, offline) in {sweep.sweep_dir}")
         return sweep.run()
     except SpecError as exc:

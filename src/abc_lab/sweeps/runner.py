@@ -5,9 +5,11 @@ Each proposed run is an ``abc-lab train`` subprocess (its own process group) in
 (``results.json``), whose history is polled while it trains so the engine can stop it
 early (the process group is terminated and the record marked ``stopped``). The state
 lives in ``<sweep dir>/sweep.json``, saved after every change: running the same command
-again continues the sweep, and a run that was interrupted (its driver died) is re-run
-with the same parameters, its partial directory kept under ``interrupted/`` — never
-counted as done.
+again continues the sweep, and a run that was interrupted (its driver died, SIGTERM,
+Ctrl-C) continues from its last checkpoint in its own directory (``ckpt_path=last``; a run
+killed before it wrote a record starts again, its partial directory kept under
+``interrupted/``) — never counted as done. ``retry_failed`` trains failed runs again from
+the start, their directories kept under ``interrupted/``.
 """
 
 from __future__ import annotations
@@ -185,6 +187,7 @@ class SweepRunner:
 
     ``count`` caps the runs the sweep holds in total (like W&B's ``run_cap``), so rerunning
     the same command after an interruption finishes the same sweep instead of adding runs.
+    ``retry_failed`` trains the runs that failed again (e.g. after fixing what failed them).
     """
 
     def __init__(
@@ -200,6 +203,7 @@ class SweepRunner:
         config_dir: Path | None = None,
         extra_overrides: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
+        retry_failed: bool = False,
     ) -> None:
         self.spec = spec
         self.sweep_dir = Path(sweep_dir).resolve()
@@ -212,6 +216,7 @@ class SweepRunner:
         self.engine = engine
         self.extra_overrides = list(extra_overrides)
         self.env = dict(env or {})
+        self.retry_failed = retry_failed
         self.state: dict[str, Any] = {}
         self._proc: subprocess.Popen | None = None
         self._stop_reason: str | None = None
@@ -306,10 +311,12 @@ class SweepRunner:
                     if not _alive(run.get("pid"), run.get("pid_start")):
                         break
                     time.sleep(0.1)
-            self._set_aside(run, reason=run.get("error") or "its sweep process died")
+            self._interrupted(run, reason=run.get("error") or "its sweep process died")
 
-    def _set_aside(self, run: dict[str, Any], reason: str) -> None:
-        """Mark ``run`` interrupted and move its partial directory under ``interrupted/``."""
+    def _interrupted(self, run: dict[str, Any], reason: str) -> None:
+        """Mark ``run`` interrupted: one with a record continues from its last checkpoint when
+        re-run (its record says failed until then); one without starts again, its partial
+        directory moved under ``interrupted/``."""
         run_dir = Path(run["run_dir"])
         attempt = {
             "started_at": run.get("started_at"),
@@ -317,16 +324,44 @@ class SweepRunner:
             "state": "interrupted",
             "reason": reason,
         }
-        if run_dir.exists():
-            n = len(run.get("attempts", [])) + 1
-            dest = self.sweep_dir / INTERRUPTED_DIR / f"{run['name']}-{n}"
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            run_dir.rename(dest)
-            attempt["dir"] = str(dest)
-            if read_record(dest) is not None:
-                mark_record(dest, "failed", f"interrupted: {reason}")
+        if read_record(run_dir) is not None:
+            mark_record(run_dir, "failed", f"interrupted: {reason}")
+            attempt["dir"] = str(run_dir)
+            run["resume"] = True
+        else:
+            self._move_aside(run, attempt)
         run.setdefault("attempts", []).append(attempt)
         run.update(state="interrupted", pid=None, pid_start=None, error=reason)
+        self.save()
+
+    def _move_aside(self, run: dict[str, Any], attempt: dict[str, Any]) -> None:
+        """Move ``run``'s directory (if any) to ``interrupted/<name>-<attempt>``: its next
+        attempt starts from nothing."""
+        run_dir = Path(run["run_dir"])
+        run.pop("resume", None)
+        if not run_dir.exists():
+            return
+        n = len(run.get("attempts", [])) + 1
+        dest = self.sweep_dir / INTERRUPTED_DIR / f"{run['name']}-{n}"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        run_dir.rename(dest)
+        attempt["dir"] = str(dest)
+
+    def _retry_failed(self) -> None:
+        """Failed runs (``retry_failed``) are trained again from the start."""
+        for run in self.runs:
+            if run["state"] != "failed" or not run.get("run_dir"):
+                continue
+            attempt = {
+                "started_at": run.get("started_at"),
+                "ended_at": run.get("ended_at"),
+                "state": "failed",
+                "reason": run.get("error"),
+            }
+            self._move_aside(run, attempt)
+            run.setdefault("attempts", []).append(attempt)
+            run.update(state="interrupted", error=None)
+            self.console.print(f"{run['name']} failed before; training it again")
         self.save()
 
     # ---- running ---------------------------------------------------------------------------
@@ -359,6 +394,8 @@ class SweepRunner:
         run_dir = Path(run["run_dir"])
         run_dir.mkdir(parents=True, exist_ok=True)
         argv = [*self.command(), *run["overrides"], f"hydra.run.dir='{run_dir}'"]
+        if run.pop("resume", False):
+            argv.append("ckpt_path=last")
         env = {**os.environ, **self.env}
         env.setdefault("WANDB_RUN_GROUP", f"sweep-{self.spec.name}")
         self._stop_reason = None
@@ -442,6 +479,8 @@ class SweepRunner:
         with sweep_lock(self.sweep_dir):
             self._load_or_create()
             self._recover()
+            if self.retry_failed:
+                self._retry_failed()
             limit = self._limit()
             in_a_row = 0
             previous = _sigterm_as_interrupt()
@@ -451,7 +490,8 @@ class SweepRunner:
                         break
                     pending = next((r for r in self.runs if r["state"] == "interrupted"), None)
                     if pending is not None:
-                        self.console.print(f"re-running interrupted {pending['name']}")
+                        how = " from its last checkpoint" if pending.get("resume") else ""
+                        self.console.print(f"re-running interrupted {pending['name']}{how}")
                         self._execute(pending)
                         continue
                     params = self.engine.propose(self.runs)
@@ -524,7 +564,7 @@ class SweepRunner:
             stop_process(self._proc, grace_s=5.0)
         if running is not None:
             running.update(pid=None, pid_start=None)
-            self._set_aside(running, reason="stopped by the user (Ctrl-C)")
+            self._interrupted(running, reason="stopped by the user (Ctrl-C)")
         self.console.print(
             f"[yellow]sweep interrupted; run the same command again to "
             f"continue it in {self.sweep_dir}[/]"
