@@ -55,7 +55,8 @@ study: install data
 # weights make large early gradients that SGD turns into large steps; then the sweep; then
 # the report in
 # reports/fashion-mnist-recipes/.
-# Resumable: finished runs are kept, a killed one resumes from its last checkpoint.
+# Resumable: finished runs are kept, a killed one resumes from its last checkpoint, failed
+# ones train again.
 RECIPES := sweeps/recipes.yaml
 RECIPE_STARTS := "start-fp:variant=recipes/fp" "start-act3:variant=recipes/act3"
 RECIPE_FLOAT_OPT := module.distill.weight=0.5 module.param_groups.float=
@@ -79,7 +80,7 @@ recipes: install data
 	@runs="$$($(VENV)/bin/abc-lab sweep $(RECIPES) --where)/runs"; \
 	$(call recipe_runs,$(RECIPE_STARTS)); \
 	$(call recipe_runs,$(RECIPE_FLOAT)); \
-	$(VENV)/bin/abc-lab sweep $(RECIPES); \
+	$(VENV)/bin/abc-lab sweep $(RECIPES) --retry-failed; \
 	$(VENV)/bin/abc-lab report "$$runs" --name fashion-mnist-recipes --keep-records
 
 # The Fashion-MNIST study with the recipe the search chose (sweeps/fmnist_recipe_study.yaml,
@@ -87,7 +88,7 @@ recipes: install data
 # them): resumable like `make study`; then the report in reports/fashion-mnist-recipe-study/.
 RECIPE_STUDY := sweeps/fmnist_recipe_study.yaml
 recipe-study: install data
-	$(VENV)/bin/abc-lab sweep $(RECIPE_STUDY)
+	$(VENV)/bin/abc-lab sweep $(RECIPE_STUDY) --retry-failed
 	$(VENV)/bin/abc-lab report "$$($(VENV)/bin/abc-lab sweep $(RECIPE_STUDY) --where)/runs" \
 	  --name fashion-mnist-recipe-study --keep-records \
 	  --notes reports/fashion-mnist-recipe-study/findings.md

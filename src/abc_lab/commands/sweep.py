@@ -103,9 +103,7 @@ def main(argv: list[str]) -> int:
             return 0
         if online:
             if args.retry_failed:
-                raise SpecError(
-                    "--retry-failed is for offline sweeps (online, start a new agent)"
-                )
+                raise SpecError("--retry-failed is for offline sweeps (online, start a new agent)")
             from ..sweeps.online import run_online
 
             return run_online(
