@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import copy
 import json
+import math
 import re
 import shutil
 import statistics
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from rich.console import Console
+from scipy import stats
 
 from abc_lab.reports import build_groups, build_report, paper
 from abc_lab.runs import Run, load_runs
@@ -213,7 +215,8 @@ def test_same_setup_matches_and_gap_is_in_points(tmp_path: Path) -> None:
     line = next(ln for ln in md.splitlines() if ln.startswith("| abc(3,3)"))
     cells = [c.strip() for c in line.strip("|").split("|")]
     assert cells[4] == "90.00" and cells[6] == "-2.00"  # top-1, gap
-    assert cells[11] == "7.1×" and cells[14] == "0.25×" and cells[15] == "yes"
+    assert cells[7] == "—"  # one seed each: no interval
+    assert cells[12] == "7.1×" and cells[15] == "0.25×" and cells[16] == "yes"
     assert "No full-precision baseline" not in md
 
 
@@ -402,9 +405,36 @@ def test_mean_and_sample_std_over_seeds(sweep: Path, tmp_path: Path) -> None:
     assert abc33.gap == pytest.approx(-8.0)
     _, md, _, _ = report([sweep], tmp_path)
     assert "| fp (baseline) | — | — | 0, 1 | 91.00 ± 1.41 |" in md
-    assert "| abc(3,3) | 3 | 3 | 0, 1, 2 | 83.00 ± 3.61 | 99.80 ± 0.00 | -8.00 |" in md
+    # seeds 0, 1, 2 against fp's 0, 1: not paired, so Welch's interval (scipy's own test)
+    welch = stats.ttest_ind([80, 82, 87], [90, 92], equal_var=False).confidence_interval(0.95)
+    assert abc33.gap_interval is not None and abc33.gap_interval.method == "welch"
+    assert abc33.gap_interval.low == pytest.approx(welch.low)
+    assert abc33.gap_interval.high == pytest.approx(welch.high)
+    row = (
+        f"| abc(3,3) | 3 | 3 | 0, 1, 2 | 83.00 ± 3.61 | 99.80 ± 0.00 | -8.00 | [{welch.low:+.2f}, "
+    )
+    assert row in md
     xnor = next(ln for ln in md.splitlines() if ln.startswith("| xnor"))
     assert "80.00 |" in xnor and "±" not in xnor and "64.0×" in xnor
+
+
+def test_gap_interval_is_paired_when_binary_seed_k_has_fp_seed_k(tmp_path: Path) -> None:
+    for seed, (fp, abc) in enumerate([(0.93, 0.90), (0.93, 0.91), (0.94, 0.92)]):
+        write_run(tmp_path, f"fp{seed}", seed=seed, acc1=fp)
+        write_run(tmp_path, f"abc{seed}", quant="abc", M=3, N=3, seed=seed, acc1=abc)
+    (group,) = build_groups(load_runs([tmp_path]).runs)
+    (row,) = group.rows
+    # differences -3, -2, -2 points: mean -7/3, sd 1/√3, t(0.975, 2) = 4.3027
+    half = 4.302653 * (1 / math.sqrt(3)) / math.sqrt(3)
+    assert row.gap == pytest.approx(-7 / 3)
+    assert row.gap_interval is not None and row.gap_interval.method == "paired"
+    assert row.gap_interval.low == pytest.approx(-7 / 3 - half, abs=1e-5)
+    assert row.gap_interval.high == pytest.approx(-7 / 3 + half, abs=1e-5)
+    paired = stats.ttest_rel([90, 91, 92], [93, 93, 94]).confidence_interval(0.95)
+    assert (row.gap_interval.low, row.gap_interval.high) == pytest.approx(paired)
+    _, md, _, _ = report([tmp_path], tmp_path)
+    assert f"| -2.33 | [{paired.low:+.2f}, {paired.high:+.2f}] |" in md
+    assert "paired t interval over seeds" in md
 
 
 def test_falls_back_to_validation_accuracy_when_a_record_has_no_test(tmp_path: Path) -> None:

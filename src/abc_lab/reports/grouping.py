@@ -3,8 +3,9 @@ compared with its full-precision baseline.
 
 The rules are those of abc_lab.runs: a binary run is compared only with fp runs of the same
 setup (the run key less the quantizer's own fields, init_from and the seed); runs whose keys
-differ only in the seed form one row (mean ± sample std). A group without a baseline carries
-the command that would produce it.
+differ only in the seed form one row (mean ± sample std), its gap with a 95% interval where
+the seeds allow one (intervals.py). A group without a baseline carries the command that would
+produce it.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from ..runs import Run, differences
 from ..runs import key as run_key
 from ..runs.baseline import baseline_command
 from ..runs.key import matches, override_value
+from .intervals import Interval, gap_interval
 
 # XNOR-Net's argument: one 64-bit XNOR + popcount does 64 binary multiply-adds in about the
 # time of one float multiply-add, so a layer with M·N binary bases runs 64 / (M·N) times faster.
@@ -62,6 +64,7 @@ class Row:
     wall_time_s: Stat | None = None
     throughput: Stat | None = None
     gap: float | None = None  # top-1 points against the baseline mean
+    gap_interval: Interval | None = None  # its 95% interval over seeds (intervals.py)
     rel_throughput: float | None = None
 
     @property
@@ -359,10 +362,18 @@ def _compare(group: Group) -> None:
     for row in group.rows:
         if row.top1 is not None and base.top1 is not None:
             row.gap = 100.0 * (row.top1.mean - base.top1.mean)
+            if row is not base:
+                row.gap_interval = gap_interval(_seed_top1(row), _seed_top1(base))
         if row.throughput is not None and base.throughput is not None:
             row.rel_throughput = row.throughput.mean / base.throughput.mean
     base.gap = 0.0
     base.rel_throughput = 1.0 if base.throughput is not None else None
+
+
+def _seed_top1(row: Row) -> list[tuple[object, float]]:
+    """(seed, top-1) of each run of ``row`` that has the row's metric."""
+    pairs = [(run.seed, run_accuracy(run, row.metric, "acc1")) for run in row.runs]
+    return [(seed, acc) for seed, acc in pairs if acc is not None and math.isfinite(acc)]
 
 
 def _explain_missing(group: Group, finished: Sequence[Run], others: Sequence[Run]) -> None:

@@ -14,6 +14,7 @@ from ..runs import Run
 from . import paper
 from .document import Table
 from .grouping import Group, Row, Stat
+from .intervals import describe
 
 DASH = "—"
 
@@ -75,6 +76,7 @@ MAIN_HEADERS = [
     "top-1 %",
     "top-5 %",
     "gap (pts)",
+    "gap 95% CI",
     "packed weights",
     "compression",
     "binary MACs",
@@ -85,7 +87,7 @@ MAIN_HEADERS = [
     "throughput vs fp",
     "from ckpt",
 ]
-MAIN_ALIGN = ["left", "right", "right", "left"] + ["right"] * 11 + ["left"]
+MAIN_ALIGN = ["left", "right", "right", "left"] + ["right"] * 12 + ["left"]
 
 
 def _main_row(row: Row, group: Group) -> list[str]:
@@ -100,6 +102,7 @@ def _main_row(row: Row, group: Group) -> list[str]:
         fmt_pct(row.top1),
         fmt_pct(row.top5),
         gap,
+        DASH if is_base else describe(row.gap_interval),
         fmt_bytes(s.get("memory_packed_bytes")),
         fmt_ratio(s.get("compression"), 1),
         fmt_count(s.get("binary_macs")),
@@ -117,8 +120,10 @@ def main_table(group: Group, title: str) -> Table:
     split = "test" if group.metric == "test" else "validation (no test metrics in every record)"
     caption = (
         f"Accuracy on the {split} split, mean ± sample std over seeds. Gap: top-1 points "
-        "against the fp mean. Speed-up binary: 64/(M·N) per binary MAC; model: all MACs "
-        "over (float MACs + binary ops/64)."
+        "against the fp mean; its 95% interval is a paired t interval over seeds where the "
+        "row and fp have the same seeds (binary seed k started from fp seed k), else Welch's "
+        "t with two or more seeds on each side, else none. Speed-up binary: 64/(M·N) per "
+        "binary MAC; model: all MACs over (float MACs + binary ops/64)."
     )
     rows = [_main_row(row, group) for row in group.all_rows]
     return Table(MAIN_HEADERS, rows, MAIN_ALIGN, title=title, caption=caption)
