@@ -52,9 +52,9 @@ study: install data
 # starts (the fp run, the stage-1 run) in the sweep's own directory; then, in the same
 # directory, the optimizer of the float parameters (Adam 1e-3 or 1e-4 against SGD 0.01
 # of recipe=finetune, the sweep's point for abc(3,3)) for abc(3,3) and for bnn, whose unscaled
-# weights make large early gradients that SGD turns into large steps; then the sweep; then
-# the report in
-# reports/fashion-mnist-recipes/.
+# weights make large early gradients that SGD turns into large steps, bnn with its weights
+# divided by sqrt(fan_in) (quant.bnn_scale=fan_in) and xnor; then the sweep; then the report
+# in reports/fashion-mnist-recipes/.
 # Resumable: finished runs are kept, a killed one resumes from its last checkpoint, failed
 # ones train again.
 RECIPES := sweeps/recipes.yaml
@@ -65,7 +65,9 @@ RECIPE_FLOAT := \
   "float-abc33-adam-1e-4:variant=recipes/abc33 $(RECIPE_FLOAT_OPT){optimizer:adam,lr:1.0e-4,weight_decay:0.0}" \
   "float-bnn-sgd:variant=recipes/bnn $(RECIPE_FLOAT_OPT)null" \
   "float-bnn-adam-1e-3:variant=recipes/bnn $(RECIPE_FLOAT_OPT){optimizer:adam,lr:1.0e-3,weight_decay:0.0}" \
-  "float-bnn-adam-1e-4:variant=recipes/bnn $(RECIPE_FLOAT_OPT){optimizer:adam,lr:1.0e-4,weight_decay:0.0}"
+  "float-bnn-adam-1e-4:variant=recipes/bnn $(RECIPE_FLOAT_OPT){optimizer:adam,lr:1.0e-4,weight_decay:0.0}" \
+  "float-bnn-fan-in-adam-1e-3:variant=recipes/bnn quant.bnn_scale=fan_in $(RECIPE_FLOAT_OPT){optimizer:adam,lr:1.0e-3,weight_decay:0.0}" \
+  "float-xnor-adam-1e-3:variant=recipes/xnor $(RECIPE_FLOAT_OPT){optimizer:adam,lr:1.0e-3,weight_decay:0.0}"
 # train "<name>:<overrides>"... as <runs>/<name> (experiment=fmnist_recipes), skipping finished ones
 define recipe_runs
 for spec in $(1); do \

@@ -22,6 +22,7 @@ FMNIST = Path("/usr/share/datasets/fashion-mnist")
 QUANTS = {
     "fp": QuantConfig(name="fp"),
     "bnn": QuantConfig(name="bnn"),
+    "bnn-fan-in": QuantConfig(name="bnn", bnn_scale="fan_in"),
     "bwn": QuantConfig(name="bwn"),
     "xnor": QuantConfig(name="xnor"),
     "abc33": QuantConfig(name="abc", M=3, N=3),

@@ -85,6 +85,7 @@ def _loss_and_grads(net: nn.Module, x, y):
         dict(name="abc", M=3, N=0),
         dict(name="xnor"),
         dict(name="bnn"),
+        dict(name="bnn", bnn_scale="fan_in"),
         dict(name="bwn"),
     ],
 )

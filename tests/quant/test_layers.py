@@ -62,10 +62,11 @@ def test_abc_linear_fused_equals_reference(MN, scope):
     _assert_fused_equals_reference(layer, torch.randn(4, 12))
 
 
-@pytest.mark.parametrize("name", ["bnn", "bwn", "xnor"])
+@pytest.mark.parametrize("name", ["bnn", "bnn:fan_in", "bwn", "xnor"])
 def test_baselines_fused_equal_reference(name):
     torch.manual_seed(0)
-    kernel, inp = QuantConfig(name=name).make()
+    name, _, scale = name.partition(":")
+    kernel, inp = QuantConfig(name=name, bnn_scale=scale or "none").make()
     layer = QuantConv2d(3, 4, 3, padding=1, kernel_quantizer=kernel, input_quantizer=inp)
     _assert_fused_equals_reference(layer, torch.randn(2, 3, 6, 6) * 0.8)
 
@@ -75,6 +76,18 @@ def test_baseline_quantizers_do_what_their_papers_say():
     W = torch.randn(4, 3, 3, 3)
     bnn_k, bnn_i = QuantConfig(name="bnn").make()
     assert torch.equal(bnn_k(W), torch.where(W >= 0, 1.0, -1.0))  # no scale
+    fan_in = QuantConfig(name="bnn", bnn_scale="fan_in")
+    assert fan_in.label() == "bnn(fan_in)" and "bnn_scale" in fan_in.used_fields()
+    scaled_k, _ = fan_in.make()  # one constant per layer: 1/√(3·3·3)
+    assert torch.equal(scaled_k(W), torch.where(W >= 0, 1.0, -1.0) * (1 / 27**0.5))
+    B, alpha = scaled_k.decompose(W)
+    assert torch.equal(B[0], torch.where(W >= 0, 1.0, -1.0))
+    assert alpha.tolist() == pytest.approx([1 / 27**0.5])
+    V = (3 * W).requires_grad_(True)
+    scaled_k(V).sum().backward()  # straight through inside |W| ≤ 1, times the constant
+    assert torch.allclose(V.grad, torch.where(V.detach().abs() <= 1, 1 / 27**0.5, 0.0))
+    with pytest.raises(ValueError, match="bnn_scale must be one of"):
+        QuantConfig(name="bnn", bnn_scale="channel")
     bwn_k, bwn_i = QuantConfig(name="bwn").make()
     assert bwn_i is None  # float activations
     expected = torch.where(W >= 0, 1.0, -1.0) * W.abs().mean(dim=(1, 2, 3), keepdim=True)

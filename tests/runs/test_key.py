@@ -22,6 +22,7 @@ from abc_lab.runs.key import (
     SEED_FIELDS,
     TEACHER_FIELD,
     derive_key,
+    differences,
     flatten,
     is_excluded,
     matches,
@@ -165,6 +166,22 @@ def test_quantizer_fields_the_quantizer_does_not_read_stay_out() -> None:
     abc3 = compose_config("quant=abc", "quant.M=3")
     abc5 = compose_config("quant=abc", "quant.M=5")
     assert derive_key(abc3, quant_fields(abc3)) != derive_key(abc5, quant_fields(abc5))
+
+
+def test_bnn_records_from_before_bnn_scale_match_bnn_without_a_scale() -> None:
+    plain, scaled = (
+        compose_config("quant=bnn"),
+        compose_config("quant=bnn", "quant.bnn_scale=fan_in"),
+    )
+    new = derive_key(plain, quant_fields(plain))
+    old = {k: v for k, v in new.items() if k != "quant.bnn_scale"}  # written before the field
+    assert new["quant.bnn_scale"] == "none"
+    assert differences(old, new, setup_only=False) == []
+    assert differences(new, derive_key(scaled, quant_fields(scaled)), setup_only=False) == [
+        "quant.bnn_scale none vs fan_in"
+    ]
+    xnor = compose_config("quant=xnor", "quant.bnn_scale=fan_in")  # read by bnn only
+    assert "quant.bnn_scale" not in derive_key(xnor, quant_fields(xnor))
 
 
 def test_exclusion_list_is_documented() -> None:

@@ -57,7 +57,7 @@ def _layer_entry(name: str, layer: nn.Module, tensors: dict[str, Tensor]) -> dic
     with torch.no_grad():
         B, alpha = kq.decompose(layer.weight.detach().float())
     tensors[f"{name}.weight_bits"] = pack_bits(B < 0)
-    if wkind != "sign":  # sign weights have α = 1 and store no scale
+    if wkind != "sign" or not bool((alpha == 1).all()):  # plain sign weights: α = 1, not stored
         tensors[f"{name}.alpha"] = alpha.detach().float().contiguous()
     for pname, p in layer.named_parameters():
         if pname != "weight":

@@ -10,6 +10,7 @@ pass returns the folded activation Σ_n β_n A_n, fused where that saves memory.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -46,26 +47,51 @@ class WeightQuantizer(nn.Module):
         return [q(w) for q, w in zip(quantizers, weights, strict=True)]
 
 
+BNN_SCALES = ("none", "fan_in")
+
+
 class SignWeight(WeightQuantizer):
-    """BNN weights: sign(W), no scale, STE with the |W| ≤ 1 window."""
+    """BNN weights: sign(W), STE with the |W| ≤ 1 window. ``scale="none"``: no scale at all
+    (BNN as published); ``"fan_in"``: sign(W)/√fan_in, one constant per layer that depends on
+    the layer's shape only (not learned, not computed from W). BNN normalises each binary
+    layer's output with the BatchNorm that follows it; in the XNOR block order (BatchNorm →
+    binarise → conv → ReLU) nothing does, and an unscaled binary conv sums fan_in terms of ±1."""
 
     alias = "sign"
     bits = 1
 
+    def __init__(self, scale: str = "none") -> None:
+        super().__init__()
+        if scale not in BNN_SCALES:
+            raise ValueError(f"bnn_scale must be one of {BNN_SCALES}, got {scale!r}")
+        self.scale = scale
+
+    def constant(self, W: Tensor) -> float:
+        """The layer's fixed scale: 1, or 1/√fan_in (fan_in: weights per output unit)."""
+        return 1.0 if self.scale == "none" else 1.0 / math.sqrt(W[0].numel())
+
     def decompose(self, W: Tensor) -> tuple[Tensor, Tensor]:
-        return QF.sign_window_ste(W).unsqueeze(0), torch.ones(1, dtype=W.dtype, device=W.device)
+        alpha = torch.full((1,), self.constant(W), dtype=W.dtype, device=W.device)
+        return QF.sign_window_ste(W).unsqueeze(0), alpha
 
     def forward(self, W: Tensor) -> Tensor:
-        return QF.sign_window_ste(W)
+        c = self.constant(W)
+        return QF.sign_window_ste(W) if c == 1.0 else QF.sign_window_ste(W) * c
 
     def scale_count(self, W: Tensor) -> int:
-        return 0
+        return 0 if self.scale == "none" else 1  # the constant, stored beside the bits
 
     def batch_key(self) -> tuple | None:
-        return ("sign",)
+        return ("sign", self.scale)
 
     def fold_many(self, quantizers: Sequence[WeightQuantizer], weights: list[Tensor]):
-        return QF.fold_layers("sign", weights)
+        folded = QF.fold_layers("sign", weights)
+        if self.scale == "none":
+            return folded
+        return [f * self.constant(w) for f, w in zip(folded, weights, strict=True)]
+
+    def extra_repr(self) -> str:
+        return "" if self.scale == "none" else f"scale={self.scale}"
 
 
 class ScaledSignWeight(WeightQuantizer):

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 
 from . import functional as QF
 from .quantizers import (
+    BNN_SCALES,
     ABCInput,
     ABCWeight,
     InputQuantizer,
@@ -85,7 +86,8 @@ class QuantConfig:
     first conv and the last linear layer in full precision. keep_fp: extra module-name
     patterns (fnmatch) to leave in full precision; by default the 1x1 shortcut convs
     ("*downsample*"), which see the non-negative block input and are kept float in
-    common binary-ResNet practice.
+    common binary-ResNet practice. bnn_scale (bnn only): "none", sign weights with no scale
+    as BNN was published, or "fan_in", sign(W)/√fan_in per layer (see ``SignWeight``).
     """
 
     name: str = "abc"
@@ -100,6 +102,7 @@ class QuantConfig:
     keep_first: bool = True
     keep_last: bool = True
     keep_fp: list[str] = field(default_factory=lambda: ["*downsample*"])
+    bnn_scale: str = "none"  # bnn only: "none" (as published) or "fan_in" (sign(W)/√fan_in)
 
     def __post_init__(self) -> None:
         if self.name not in _REGISTRY:
@@ -123,6 +126,8 @@ class QuantConfig:
             raise ValueError(
                 f"beta_init must be null (1/N), a number or 'lsq', got {self.beta_init!r}"
             )
+        if self.bnn_scale not in BNN_SCALES:
+            raise ValueError(f"bnn_scale must be one of {BNN_SCALES}, got {self.bnn_scale!r}")
         self.keep_fp = list(self.keep_fp)
         check = _REGISTRY[self.name].check
         if check is not None:
@@ -165,9 +170,13 @@ def _fp(cfg: QuantConfig):
     return None, None
 
 
-@register_quantizer("bnn")
+@register_quantizer(
+    "bnn",
+    fields=(*LAYER_FIELDS, "bnn_scale"),
+    label=lambda cfg: "bnn" if cfg.bnn_scale == "none" else f"bnn({cfg.bnn_scale})",
+)
 def _bnn(cfg: QuantConfig):
-    return SignWeight(), SignInput()
+    return SignWeight(cfg.bnn_scale), SignInput()
 
 
 @register_quantizer("bwn")

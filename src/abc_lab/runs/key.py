@@ -76,6 +76,7 @@ TEACHER_FIELD = "module.distill.teacher"
 # Key fields added after records first carried them: an older record lacks them and counts
 # as this value (the behaviour of the code that wrote it).
 KEY_DEFAULTS: dict[str, Any] = {
+    "quant.bnn_scale": "none",
     "trainer.precision": "32-true",
     "trainer.gradient_clip_val": None,
     "module.param_groups.binary": None,
