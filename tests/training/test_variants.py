@@ -107,6 +107,8 @@ def test_the_recipe_study_variant_files_are_the_expected_set():
 def test_each_recipe_study_variant_composes_into_its_run(compose_cfg, name):
     cfg, raw, source = _composed(compose_cfg, "fmnist_recipe_study", name, STUDY2_EXPECTED)
     assert cfg.trainer.precision == "32-true" and cfg.data.augment
+    # bnn with its sign weights divided by sqrt(fan_in) (the recipe search's bnn runs say why)
+    assert cfg.quant.bnn_scale == ("fan_in" if cfg.quant.name == "bnn" else "none")
     if source is None:  # fp from scratch, the longer schedule, no teacher
         assert raw["init_from"] is None and raw["module"]["distill"]["teacher"] is None
         assert (cfg.trainer.max_epochs, cfg.optim.lr, cfg.recipe.name) == (15, 0.1, None)
