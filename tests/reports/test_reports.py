@@ -215,8 +215,8 @@ def test_same_setup_matches_and_gap_is_in_points(tmp_path: Path) -> None:
     line = next(ln for ln in md.splitlines() if ln.startswith("| abc(3,3)"))
     cells = [c.strip() for c in line.strip("|").split("|")]
     assert cells[4] == "90.00" and cells[6] == "-2.00"  # top-1, gap
-    assert cells[7] == "—"  # one seed each: no interval
-    assert cells[12] == "7.1×" and cells[15] == "0.25×" and cells[16] == "yes"
+    assert "gap 95% CI" not in md  # one seed each: no interval, no column
+    assert cells[11] == "7.1×" and cells[14] == "0.25×" and cells[15] == "yes"
     assert "No full-precision baseline" not in md
 
 

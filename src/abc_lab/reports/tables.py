@@ -68,6 +68,7 @@ def fmt_int(value: object) -> str:
     return DASH if value is None else str(value)
 
 
+CI_HEADER = "gap 95% CI"
 MAIN_HEADERS = [
     "quantizer",
     "M",
@@ -76,7 +77,7 @@ MAIN_HEADERS = [
     "top-1 %",
     "top-5 %",
     "gap (pts)",
-    "gap 95% CI",
+    CI_HEADER,
     "packed weights",
     "compression",
     "binary MACs",
@@ -116,17 +117,27 @@ def _main_row(row: Row, group: Group) -> list[str]:
 
 
 def main_table(group: Group, title: str) -> Table:
-    """The results table of one group: baseline first, then binary variants."""
+    """The results table of one group: baseline first, then binary variants. The column of
+    gap intervals is there only when some row has one (two or more seeds)."""
     split = "test" if group.metric == "test" else "validation (no test metrics in every record)"
     caption = (
         f"Accuracy on the {split} split, mean ± sample std over seeds. Gap: top-1 points "
-        "against the fp mean; its 95% interval is a paired t interval over seeds where the "
-        "row and fp have the same seeds (binary seed k started from fp seed k), else Welch's "
-        "t with two or more seeds on each side, else none. Speed-up binary: 64/(M·N) per "
-        "binary MAC; model: all MACs over (float MACs + binary ops/64)."
+        "against the fp mean. Speed-up binary: 64/(M·N) per binary MAC; model: all MACs over "
+        "(float MACs + binary ops/64)."
     )
     rows = [_main_row(row, group) for row in group.all_rows]
-    return Table(MAIN_HEADERS, rows, MAIN_ALIGN, title=title, caption=caption)
+    headers, align = MAIN_HEADERS, MAIN_ALIGN
+    if all(row.gap_interval is None for row in group.rows):
+        ci = MAIN_HEADERS.index(CI_HEADER)
+        rows = [r[:ci] + r[ci + 1 :] for r in rows]
+        headers, align = headers[:ci] + headers[ci + 1 :], align[:ci] + align[ci + 1 :]
+    else:
+        caption += (
+            " Gap 95% CI: a paired t interval over seeds where the row and fp have the same "
+            "seeds (binary seed k started from fp seed k), else Welch's t with two or more "
+            "seeds on each side, else none."
+        )
+    return Table(headers, rows, align, title=title, caption=caption)
 
 
 def median_epoch_s(run: Run) -> float | None:
