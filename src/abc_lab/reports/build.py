@@ -302,7 +302,7 @@ def compose_report(
             tables.paper_grid_table(),
         )
     if failed:
-        c.add(Heading(2, "Failed runs"), tables.failed_table(failed))
+        c.add(Heading(2, "Failed runs"), tables.failed_table(failed, paths))
     if running:
         c.add(
             Heading(2, "Runs in progress (skipped)"),

@@ -6,6 +6,8 @@ Accuracies are stored as fractions and shown as percentages; gaps are in percent
 from __future__ import annotations
 
 import statistics
+from collections.abc import Sequence
+from pathlib import Path
 
 from rich.table import Table as RichTable
 from rich.text import Text
@@ -298,7 +300,17 @@ def paper_grid_table() -> Table:
     )
 
 
-def failed_table(runs: list[Run]) -> Table:
+def failed_table(runs: list[Run], roots: Sequence[Path] = ()) -> Table:
+    """Failed runs with their error and record, named from the input directory it was found
+    under (``<input dir name>/<path below it>``), so a report reads the same wherever it is
+    built; records outside every input keep their path."""
+
+    def where(path: Path) -> str:
+        for root in roots:
+            if root.is_dir() and path.resolve().is_relative_to(root.resolve()):
+                return str(Path(root.resolve().name) / path.resolve().relative_to(root.resolve()))
+        return str(path)
+
     rows = [
         [
             r.label,
@@ -306,7 +318,7 @@ def failed_table(runs: list[Run]) -> Table:
             r.data,
             str(r.seed),
             r.error or "(no error message in the record)",
-            str(r.path),
+            where(r.path),
         ]
         for r in runs
     ]
