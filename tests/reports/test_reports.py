@@ -501,6 +501,8 @@ def test_failed_running_and_stopped_runs(tmp_path: Path) -> None:
     _, md, html, console = report([tmp_path], tmp_path)
     failed = md.split("## Failed runs")[1].split("##")[0]
     assert "abc(5,5)" in failed and "CUDA out of memory (tried to allocate 2.00 GiB)" in failed
+    # the record is named from the input directory, the same wherever the report is built
+    assert f"| {tmp_path.name}/abc-oom/results.json |" in failed and str(tmp_path) not in failed
     running = md.split("## Runs in progress (skipped)")[1].split("##")[0]
     assert "fp seed 0" in running and "2/4 epochs" in running
     stopped = md.split("## Stopped runs (excluded)")[1].split("##")[0]
