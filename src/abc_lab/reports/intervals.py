@@ -33,9 +33,6 @@ class Interval:
     method: str
     n: int  # seeds (pairs for "paired", the smaller side for "welch")
 
-    def contains(self, value: float) -> bool:
-        return self.low <= value <= self.high
-
 
 def _t(df: float) -> float:
     return float(stats.t.ppf(0.5 + LEVEL / 2, df))
