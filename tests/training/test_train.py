@@ -148,19 +148,16 @@ def test_empty_data_dir_and_corrupt_or_foreign_checkpoints(compose_cfg, tmp_path
 
 
 def test_console_script_trains_and_reports(tmp_path):
-    res = run_cli("train", *SHRINK_CLI, "hydra.run.dir=run", "quant.M=2", cwd=tmp_path)
-    assert res.returncode == 0, res.stderr[-3000:]
-    out = res.stdout
-    assert "test top-1" in out and "run directory" in out and "abc(2,3)" in out
-    assert "no matching full-precision run" in out and "quant=fp" in out
-    record = json.loads((tmp_path / "run" / "results.json").read_text())
-    assert record["status"] == "finished"
-    assert (tmp_path / "run" / "config_tree.txt").is_file() is False  # print_config=false
-    # the fp run of the same setup is found and the gap printed
+    """Two runs of the installed script: fp, then abc(2,3), which finds that fp run and prints
+    its gap (the message without a matching fp run: test_reliability's describe tests)."""
     res = run_cli("train", *SHRINK_CLI, "hydra.run.dir=outputs/fp", "quant=fp", cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     res = run_cli("train", *SHRINK_CLI, "hydra.run.dir=outputs/abc", "quant.M=2", cwd=tmp_path)
-    assert "gap" in res.stdout and "full precision (same setup, 1 run)" in res.stdout
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = res.stdout
+    assert "test top-1" in out and "run directory" in out and "abc(2,3)" in out
+    assert "gap" in out and "full precision (same setup, 1 run)" in out
+    assert (tmp_path / "outputs" / "abc" / "config_tree.txt").is_file() is False  # print_config
     # the sign is the report's: binary minus fp, negative when the binary run is worse
     acc = {
         name: json.loads((tmp_path / "outputs" / name / "results.json").read_text())["metrics"][
@@ -172,6 +169,7 @@ def test_console_script_trains_and_reports(tmp_path):
     assert printed == pytest.approx(100 * (acc["abc"] - acc["fp"]), abs=0.006)
     # the record's key is the one runs derives from the resolved config
     record = json.loads((tmp_path / "outputs" / "abc" / "results.json").read_text())
+    assert record["status"] == "finished"
     assert record["version"] == 2 and record["key"]["quant.M"] == 2
     assert record["quant"]["label"] == "abc(2,3)" and record["overrides"][-1] == "quant.M=2"
     assert set(record["quant_params_init"]) == set(record["quant_params"])
