@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 FMNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: install data test test-slurm lint demo study recipes recipe-study engine-check bench clean
+.PHONY: install data test test-slurm lint demo study recipes recipe-study engine-check bench device-check clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -118,6 +118,18 @@ engine-check: install data
 
 bench: install
 	$(VENV)/bin/abc-lab bench
+
+# The GPU checks, in one command for a lent GPU machine whose python3 holds torch and rich
+# (the bench needs nothing else; no install): training-step ratios and kernel launches per
+# step for ResNet-20 (1x28x28, batch 128) and ResNet-18 (3x224x224, batch 64), then fp and
+# abc(3,3) compiled with CUDA graphs on ResNet-20.
+DEVICE_PY ?= python3
+device-check:
+	PYTHONPATH=src $(DEVICE_PY) -m abc_lab.cli bench --device cuda --no-reference --rounds 30
+	PYTHONPATH=src $(DEVICE_PY) -m abc_lab.cli bench --device cuda --no-reference --rounds 10 \
+	  --model resnet18 --input-size 224 --in-channels 3 --batch-size 64
+	PYTHONPATH=src $(DEVICE_PY) -m abc_lab.cli bench --device cuda --no-reference \
+	  --no-baselines --compile --rounds 30
 
 clean:
 	rm -rf $(VENV) outputs multirun
