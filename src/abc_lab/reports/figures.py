@@ -8,6 +8,7 @@ Each function returns False and writes nothing when it has no data to draw.
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -28,7 +29,13 @@ _LINESTYLES = ("-", "--", ":", "-.")
 def _save(fig: Figure, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(fig)
-    fig.savefig(path, dpi=DPI, facecolor="white")
+    # tight: a legend outside the axes is part of the picture, not cut at the figure's edge
+    fig.savefig(path, dpi=DPI, facecolor="white", bbox_inches="tight")
+
+
+def _wrap(text: str, width: int = 40) -> str:
+    """A long row label (a recipe search's settings) on several short lines."""
+    return textwrap.fill(text, width, break_on_hyphens=False)
 
 
 def _is_number(value: object) -> bool:
@@ -159,9 +166,9 @@ def val_curves(group: Group, title: str, path: Path) -> bool:
             if not points:
                 continue
             epochs, acc = zip(*points, strict=True)
-            label = row.label if j == 0 else None
+            label = _wrap(row.label) if j == 0 else None
             if len(row.runs) > 1 and j == 0:
-                label = f"{row.label} ({len(row.runs)} seeds)"
+                label = _wrap(f"{row.label} ({len(row.runs)} seeds)")
             ax.plot(
                 epochs,
                 [100 * a for a in acc],
@@ -218,7 +225,7 @@ def abc_params(rows: Sequence[Row], title: str, path: Path) -> bool:
                 ax.plot(
                     x, values, marker="o", markersize=3.5, color=shade, label=f"{symbol}{n + 1}"
                 )
-            ax.set_title(f"{row.label} (seed {row.runs[0].seed}): {symbol}", fontsize=9)
+            ax.set_title(_wrap(f"{row.label} (seed {row.runs[0].seed}): {symbol}", 60), fontsize=9)
             ax.grid(alpha=0.3)
             if count:
                 ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))

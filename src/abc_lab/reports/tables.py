@@ -325,6 +325,9 @@ def failed_table(runs: list[Run], roots: Sequence[Path] = ()) -> Table:
     return Table(["quantizer", "model", "data", "seed", "error", "record"], rows)
 
 
+LABEL_WIDTH = 40
+
+
 def to_rich(table: Table) -> RichTable:
     """A rich console table with the same cells (cells are plain text, never markup)."""
     out = RichTable(
@@ -334,13 +337,14 @@ def to_rich(table: Table) -> RichTable:
     )
     for i, header in enumerate(table.headers):
         justify = "right" if table.alignment(i) == "right" else "left"
-        # the first column names the row: never cut it; numbers fold rather than vanish
+        # the first column names the row: never cut it, but long names (a recipe search's
+        # settings) wrap within LABEL_WIDTH so the numbers keep their columns
         first = header == table.headers[0]
         out.add_column(
             Text(header),
             justify=justify,
-            no_wrap=first,
             min_width=len(header) if first else None,
+            max_width=LABEL_WIDTH if first else None,
             overflow="fold",
         )
     for row in table.rows:
