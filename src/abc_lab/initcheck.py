@@ -19,7 +19,7 @@ import torch
 from omegaconf import OmegaConf
 
 from .errors import UserError
-from .quant import QuantConfig
+from .quant import QuantConfig, parse_quant_spec
 from .quant.functional import set_kernel
 from .training import checkpoints as ckpts
 
@@ -37,16 +37,9 @@ class InitResult:
 
 
 def parse_quant(spec: str) -> QuantConfig:
-    """``fp``, ``bnn``, ``bwn``, ``xnor``, ``abc:M:N`` (N=0: float activations)."""
-    name, *counts = spec.split(":")
+    """``parse_quant_spec``, its errors as one-line UserErrors."""
     try:
-        if name == "abc":
-            if len(counts) != 2:
-                raise ValueError("write abc:M:N, e.g. abc:3:3")
-            return QuantConfig(name="abc", M=int(counts[0]), N=int(counts[1]))
-        if counts:
-            raise ValueError(f"{name} takes no base counts")
-        return QuantConfig(name=name)
+        return parse_quant_spec(spec)
     except ValueError as err:
         raise UserError(f"--quant {spec!r}: {err}") from err
 

@@ -7,17 +7,19 @@ import pytest
 import torch
 
 from abc_lab.models import build_model
-from abc_lab.quant import quantize_model
-from abc_lab.training.scale_probe import quant_config, stage_stds
+from abc_lab.quant import parse_quant_spec, quantize_model
+from abc_lab.training.scale_probe import stage_stds
 
 
 def test_quantizer_names_parse_into_configs() -> None:
-    assert quant_config("bnn:fan_in").bnn_scale == "fan_in"
-    assert quant_config("bnn").bnn_scale == "none"
-    abc = quant_config("abc:5:3")
+    assert parse_quant_spec("bnn:fan_in").bnn_scale == "fan_in"
+    assert parse_quant_spec("bnn").bnn_scale == "none"
+    abc = parse_quant_spec("abc:5:3")
     assert (abc.name, abc.M, abc.N) == ("abc", 5, 3)
-    with pytest.raises(ValueError, match="unknown quantizer"):
-        quant_config("xnor:3")
+    with pytest.raises(ValueError, match="xnor takes no base counts"):
+        parse_quant_spec("xnor:3")
+    with pytest.raises(ValueError, match="bnn_scale must be one of"):
+        parse_quant_spec("bnn:channel")
 
 
 def test_unscaled_bnn_activations_grow_with_fan_in_and_fan_in_scale_removes_it() -> None:
@@ -27,7 +29,7 @@ def test_unscaled_bnn_activations_grow_with_fan_in_and_fan_in_scale_removes_it()
     x = torch.randn(32, 1, 28, 28)
     stds = {}
     for text in ("fp", "bnn", "bnn:fan_in", "xnor"):
-        model = quantize_model(build_model(**spec), quant_config(text))
+        model = quantize_model(build_model(**spec), parse_quant_spec(text))
         model.load_state_dict(state, strict=False)
         running = [b.running_mean.clone() for b in model.modules() if hasattr(b, "running_mean")]
         stds[text] = stage_stds(model, x)

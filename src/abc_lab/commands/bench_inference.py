@@ -76,10 +76,10 @@ def main(argv: list[str]) -> int:
             console.print(f"wrote {escape(str(path))}")
         return 0
     try:
-        from ..engine.bench import parse_config
+        from ..quant import parse_quant_spec
 
         for c in args.configs:
-            parse_config(c)
+            parse_quant_spec(c)
     except ValueError as err:
         console.print(f"[bold red]error:[/] --configs: {escape(str(err))}")
         return 2

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from ..models import build_model
-from ..quant import QuantConfig, quantize_model
+from ..quant import QuantConfig, parse_quant_spec, quantize_model
 from . import kernels
 from .export import pack_model
 from .runtime import EngineModel, PackedConv2d, build_engine
@@ -67,18 +67,6 @@ class Timing:
             **asdict(self), "speedup_fp32": self.vs_fp32, "speedup_bf16": self.vs_bf16,
             "speedup_fp32_min": self.vs_fp32_min,
         }  # fmt: skip
-
-
-def parse_config(spec: str) -> QuantConfig:
-    """``fp``, ``bnn``, ``bwn``, ``xnor`` or ``abc:M:N``."""
-    name, *counts = spec.split(":")
-    if name == "abc":
-        if len(counts) != 2:
-            raise ValueError(f"write abc:M:N, e.g. abc:3:3, not {spec!r}")
-        return QuantConfig(name="abc", M=int(counts[0]), N=int(counts[1]))
-    if counts:
-        raise ValueError(f"{name} takes no base counts: {spec!r}")
-    return QuantConfig(name=name)
 
 
 def engine_for(float_model: nn.Module, spec: dict[str, Any], quant: QuantConfig) -> EngineModel:
@@ -141,7 +129,7 @@ def bench_model(
     torch.set_num_threads(threads)
     float_model = build_model(**spec).eval()
     x = torch.randn(batch, spec["in_channels"], spec["input_size"], spec["input_size"])
-    engines = {c: engine_for(float_model, spec, parse_config(c)) for c in configs}
+    engines = {c: engine_for(float_model, spec, parse_quant_spec(c)) for c in configs}
     fns: list[Callable[[], object]] = [lambda: float_model(x)]
     if bf16:
         model_bf16 = copy.deepcopy(float_model).to(torch.bfloat16)

@@ -28,7 +28,7 @@ from .quantizers import (
     SignWeight,
     WeightQuantizer,
 )
-from .registry import QuantConfig, list_quantizers, register_quantizer
+from .registry import QuantConfig, list_quantizers, parse_quant_spec, register_quantizer
 
 __all__ = [
     "ABCConv2d",
@@ -51,6 +51,7 @@ __all__ = [
     "fold_layers",
     "fold_weight_bases",
     "list_quantizers",
+    "parse_quant_spec",
     "quantizable_layers",
     "quantize_model",
     "register_quantizer",

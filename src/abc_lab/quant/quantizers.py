@@ -75,8 +75,8 @@ class SignWeight(WeightQuantizer):
         return QF.sign_window_ste(W).unsqueeze(0), alpha
 
     def forward(self, W: Tensor) -> Tensor:
-        c = self.constant(W)
-        return QF.sign_window_ste(W) if c == 1.0 else QF.sign_window_ste(W) * c
+        c, signs = self.constant(W), QF.sign_window_ste(W)
+        return signs if c == 1.0 else signs * c
 
     def scale_count(self, W: Tensor) -> int:
         return 0 if self.scale == "none" else 1  # the constant, stored beside the bits

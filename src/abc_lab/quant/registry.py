@@ -165,6 +165,22 @@ class QuantConfig:
         return asdict(self)
 
 
+def parse_quant_spec(spec: str) -> QuantConfig:
+    """A quantizer in the short form command-line tools take: ``fp``, ``bnn``, ``bnn:fan_in``
+    (``bnn_scale``), ``bwn``, ``xnor`` or ``abc:M:N`` (N=0: float activations); ValueError
+    names what is wrong."""
+    name, *rest = spec.split(":")
+    if name == "abc":
+        if len(rest) != 2:
+            raise ValueError(f"write abc:M:N, e.g. abc:3:3, not {spec!r}")
+        return QuantConfig(name="abc", M=int(rest[0]), N=int(rest[1]))
+    if name == "bnn" and len(rest) == 1:
+        return QuantConfig(name="bnn", bnn_scale=rest[0])
+    if rest:
+        raise ValueError(f"{name} takes no base counts: {spec!r}")
+    return QuantConfig(name=name)
+
+
 @register_quantizer("fp", fields=())
 def _fp(cfg: QuantConfig):
     return None, None

@@ -19,22 +19,10 @@ import torch
 from omegaconf import OmegaConf
 
 from ..models import build_model
-from ..quant import QuantConfig, quantize_model
+from ..quant import parse_quant_spec, quantize_model
 
 MODEL_KEYS = ("name", "num_classes", "in_channels", "input_size")
 DEFAULT = ("fp", "bnn", "bnn:fan_in", "xnor")
-
-
-def quant_config(text: str) -> QuantConfig:
-    """``fp`` / ``bnn`` / ``bnn:fan_in`` / ``xnor`` / ``bwn`` / ``abc:M:N`` as a QuantConfig."""
-    name, *rest = text.split(":")
-    if name == "bnn" and rest:
-        return QuantConfig(name="bnn", bnn_scale=rest[0])
-    if name == "abc" and len(rest) == 2:
-        return QuantConfig(name="abc", M=int(rest[0]), N=int(rest[1]))
-    if rest:
-        raise ValueError(f"unknown quantizer {text!r}; e.g. bnn:fan_in or abc:3:3")
-    return QuantConfig(name=name)
 
 
 def _run_state(run: Path) -> tuple[dict, dict, dict]:
@@ -90,7 +78,7 @@ def main(argv: list[str]) -> int:
     print(f"{spec['name']} from {run}, {len(x)} test images, training-mode statistics")
     print(f"{'quantizer':<14} {'stage output std':<28} logits std")
     for text in quants:
-        quant = quant_config(text)
+        quant = parse_quant_spec(text)
         torch.manual_seed(0)
         model = quantize_model(build_model(**spec), quant)
         model.load_state_dict(state, strict=False)  # quantizer parameters keep their init
