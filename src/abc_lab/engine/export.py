@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..models import build_model
+from ..models import BUILD_KEYS, build_model
 from ..quant import QuantConfig, QuantConv2d, QuantLinear, quantize_model, summarize
 from ..quant.quantizers import ABCInput, ABCWeight, ScaledSignWeight, SignInput, SignWeight
 from ..runs import RECORD_NAME, Problem, load_record, read_run
@@ -25,7 +25,6 @@ from .packing import pack_bits
 
 RECORD = RECORD_NAME
 CONFIG = "config.yaml"
-MODEL_KEYS = ("name", "num_classes", "in_channels", "input_size")
 
 
 class ExportError(ValueError):
@@ -97,7 +96,7 @@ def pack_model(
             "two-stage training), which has no packed form; export the run trained from it "
             "with binary weights (abc-lab train recipe=two_stage_2 init_from=<this run>)"
         )
-    spec = {k: model_spec[k] for k in MODEL_KEYS}
+    spec = {k: model_spec[k] for k in BUILD_KEYS}
     input_shape = [spec["in_channels"], spec["input_size"], spec["input_size"]]
     model = model.float().eval()
     tensors: dict[str, Tensor] = {}
@@ -193,7 +192,7 @@ def export_run(source: str | Path, out: str | Path | None = None) -> Path:
         )
     cfg = OmegaConf.to_container(OmegaConf.load(run / CONFIG), resolve=False)
     try:
-        spec = {k: cfg["model"][k] for k in MODEL_KEYS}
+        spec = {k: cfg["model"][k] for k in BUILD_KEYS}
         qfields = {k: v for k, v in cfg["quant"].items() if not str(k).startswith("_")}
         quant = QuantConfig(**qfields)
     except (KeyError, TypeError, ValueError) as err:

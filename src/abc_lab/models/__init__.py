@@ -11,4 +11,7 @@ so "keep the first and last layer full precision" can find them by registration 
 from abc_lab.models import resnet, resnet_cifar, vgg  # noqa: F401  (registers the builders)
 from abc_lab.models._registry import build_model, list_models, register_model
 
-__all__ = ["build_model", "list_models", "register_model"]
+# The config fields ``build_model`` takes: what a run's ``model`` section must give to rebuild it.
+BUILD_KEYS = ("name", "num_classes", "in_channels", "input_size")
+
+__all__ = ["BUILD_KEYS", "build_model", "list_models", "register_model"]

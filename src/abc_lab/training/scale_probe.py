@@ -18,10 +18,9 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from ..models import build_model
+from ..models import BUILD_KEYS, build_model
 from ..quant import parse_quant_spec, quantize_model
 
-MODEL_KEYS = ("name", "num_classes", "in_channels", "input_size")
 DEFAULT = ("fp", "bnn", "bnn:fan_in", "xnor")
 
 
@@ -31,7 +30,7 @@ def _run_state(run: Path) -> tuple[dict, dict, dict]:
 
     state = ckpts.model_state(ckpts.read_checkpoint(ckpts.run_checkpoint(run, "run"), "run"))
     cfg = OmegaConf.to_container(OmegaConf.load(run / "config.yaml"), resolve=False)
-    return {k: cfg["model"][k] for k in MODEL_KEYS}, cfg["data"], state
+    return {k: cfg["model"][k] for k in BUILD_KEYS}, cfg["data"], state
 
 
 def _batch(data: dict, size: int) -> torch.Tensor:
