@@ -10,12 +10,12 @@ its simulated (float) path.
 
 from __future__ import annotations
 
-import hashlib
-import logging
 import os
 import sys
 from pathlib import Path
 from types import ModuleType
+
+from ..native_build import load_extension
 
 ISAS = {"portable": 0, "avx2": 1, "avx512": 2}
 ISA_NAMES = {v: k for k, v in ISAS.items()}
@@ -31,29 +31,9 @@ def build_dir() -> Path:
 
 
 def _build() -> ModuleType:
-    import torch
-
-    # the toolchain probe warns about CUDA on CPU-only machines: not our concern
-    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
-    from torch.utils import cpp_extension
-
     # no contraction of a*b + c into one fused multiply-add: the epilogue must round like
     # the reference's separate float32 multiplications and additions
-    cflags = ["-O3", "-ffp-contract=off"]
-    blob = SOURCE.read_bytes() + torch.__version__.encode() + " ".join(cflags).encode()
-    digest = hashlib.sha256(blob).hexdigest()[:12]
-    name = f"abc_lab_engine_{digest}"
-    folder = build_dir() / name
-    folder.mkdir(parents=True, exist_ok=True)
-    openmp = ["-fopenmp"] if sys.platform.startswith("linux") else []
-    return cpp_extension.load(
-        name=name,
-        sources=[str(SOURCE)],
-        extra_cflags=[*cflags, *openmp],
-        extra_ldflags=openmp,
-        build_directory=str(folder),
-        verbose=False,
-    )
+    return load_extension("abc_lab_engine", SOURCE, ["-O3", "-ffp-contract=off"], build_dir())
 
 
 def native(quiet: bool = False) -> ModuleType | None:

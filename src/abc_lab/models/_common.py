@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
+
+
+def norm_into(norm: nn.Module, layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``layer(norm(x))`` for a normalisation whose output only ``layer`` reads. A layer
+    that offers ``forward_from_norm`` (the quantized layers: BatchNorm and input
+    binarisation in one pass) computes both itself."""
+    fused = getattr(layer, "forward_from_norm", None)
+    return fused(norm, x) if fused is not None else layer(norm(x))
 
 
 def init_weights(model: nn.Module) -> None:

@@ -20,7 +20,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from abc_lab.models._common import init_weights
+from abc_lab.models._common import init_weights, norm_into
 from abc_lab.models._registry import register_model
 
 SMALL_INPUT_MAX = 64
@@ -54,8 +54,8 @@ class BasicBlock(nn.Module):
         self.downsample = _downsample(in_planes, planes * self.expansion, stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.relu(self.conv1(self.bn1(x)))
-        h = self.conv2(self.bn2(h))
+        h = self.relu(norm_into(self.bn1, self.conv1, x))
+        h = norm_into(self.bn2, self.conv2, h)
         shortcut = x if self.downsample is None else self.downsample(x)
         return self.relu(h + shortcut)
 
@@ -77,9 +77,9 @@ class Bottleneck(nn.Module):
         self.downsample = _downsample(in_planes, planes * self.expansion, stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.relu(self.conv1(self.bn1(x)))
-        h = self.relu(self.conv2(self.bn2(h)))
-        h = self.conv3(self.bn3(h))
+        h = self.relu(norm_into(self.bn1, self.conv1, x))
+        h = self.relu(norm_into(self.bn2, self.conv2, h))
+        h = norm_into(self.bn3, self.conv3, h)
         shortcut = x if self.downsample is None else self.downsample(x)
         return self.relu(h + shortcut)
 

@@ -383,7 +383,7 @@ def _check_act_params(v: Tensor, beta: Tensor) -> None:
         )
 
 
-def _edges(v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def activation_edges(v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Per-base edges in x: A_n = +1 iff x ≥ 0.5 - v_n; the STE window is -v_n ≤ x ≤ 1 - v_n.
 
     Comparing x with edges computed once from v is the paper's clip(x + v, 0, 1) ≥ 0.5 and
@@ -394,7 +394,7 @@ def _edges(v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
 
 def _act_forward(x: Tensor, v: Tensor, beta: Tensor) -> Tensor:
     """Σ_n β_n A_n, written as plain tensor ops so torch.compile can fuse it into one pass."""
-    _, mid, _ = _edges(v)
+    _, mid, _ = activation_edges(v)
     out = torch.where(x >= mid[0], beta[0], -beta[0])
     for n in range(1, v.shape[0]):
         out = out + torch.where(x >= mid[n], beta[n], -beta[n])
@@ -405,7 +405,7 @@ def _act_backward(
     x: Tensor, grad: Tensor, v: Tensor, beta: Tensor
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Gradients of Σ_n β_n A_n: to x (window sum), to each v_n and β_n (reductions)."""
-    lo, mid, hi = _edges(v)
+    lo, mid, hi = activation_edges(v)
     window_sum = torch.zeros_like(x)
     gv, gb = [], []
     for n in range(v.shape[0]):
@@ -422,11 +422,18 @@ _kernel: dict = {"name": os.environ.get("ABC_LAB_KERNEL", "auto"), "compiled": {
 
 def set_kernel(name: str) -> None:
     """Choose how the fused activations run: "compiled" (torch.compile: one fused pass per
-    direction, ~N× fewer memory passes), "eager" (plain ops, no compile delay) or "auto"
-    (compiled, falling back to eager where compilation is unavailable)."""
+    direction, ~N× fewer memory passes; on a CPU in training, a BatchNorm feeding a binarised
+    input runs fused with it in C++, see ``fused_norm``), "eager" (plain ops, no compile or
+    build delay) or "auto" (as "compiled", falling back to eager where compilation is
+    unavailable)."""
     if name not in _KERNEL_NAMES:
         raise ValueError(f"kernel must be one of {_KERNEL_NAMES}, got {name!r}")
     _kernel["name"] = name
+
+
+def kernel_name() -> str:
+    """The kernel setting in force ("auto", "compiled" or "eager"; see ``set_kernel``)."""
+    return _kernel["name"]
 
 
 def _compiled(fn):
@@ -479,7 +486,7 @@ class _StepSTE(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, v: Tensor) -> Tensor:  # type: ignore[override]
-        lo, mid, hi = _edges(v)
+        lo, mid, hi = activation_edges(v)
         ctx.save_for_backward((x >= lo) & (x <= hi))
         return sign_pm1(x - mid)
 

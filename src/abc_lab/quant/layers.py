@@ -14,7 +14,9 @@ from collections.abc import Sequence
 
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.modules import module as _torch_module
 
+from . import fused_norm
 from .quantizers import ABCInput, ABCWeight, InputQuantizer, WeightQuantizer
 from .registry import QuantConfig
 
@@ -52,6 +54,18 @@ class _QuantMixin:
         w = self.__dict__.get("_step_weight")  # set for one model forward by fold_model_weights
         return self._op(x, self.quantized_weight() if w is None else w, self.bias)
 
+    def forward_from_norm(self, norm: nn.Module, x: Tensor) -> Tensor:
+        """``self(norm(x))``. Where the normalisation is a BatchNorm in training mode on a CPU,
+        it runs fused with this layer's input binarisation (``fused_norm``); modules with
+        hooks take the separate calls, so the hooks see what they expect."""
+        if self.reference or _hooked(self, norm) or not fused_norm.applies(
+            norm, self.input_quantizer, x
+        ):
+            return self(norm(x))
+        a = fused_norm.norm_binarize(norm, self.input_quantizer, x)  # type: ignore[arg-type]
+        w = self.__dict__.get("_step_weight")
+        return self._op(a, self.quantized_weight() if w is None else w, self.bias)
+
     def forward_reference(self, x: Tensor) -> Tensor:
         """Σ_m Σ_n α_m β_n op(B_m, A_n) + bias, as M·N separate binary operations."""
         if self.kernel_quantizer is None:
@@ -80,6 +94,13 @@ class _QuantMixin:
         k = self.kernel_quantizer.alias if self.kernel_quantizer is not None else "fp"
         i = self.input_quantizer.alias if self.input_quantizer is not None else "fp"
         return f", kernel={k}, input={i}"
+
+
+def _hooked(*modules: nn.Module) -> bool:
+    """Whether a forward hook (global or on one of ``modules``) would see these calls."""
+    if _torch_module._global_forward_hooks or _torch_module._global_forward_pre_hooks:
+        return True
+    return any(m._forward_hooks or m._forward_pre_hooks for m in modules)
 
 
 def fold_model_weights(model: nn.Module, *_: object) -> None:
