@@ -14,6 +14,8 @@ from typing import Any, ClassVar
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from .shuffle import EpochShuffle
+
 
 class DataError(ValueError):
     """A data problem the user can fix (missing files, bad argument); the message names the fix."""
@@ -135,6 +137,8 @@ class ClassificationDataModule:
         self.num_workers = num_workers
         self.val_size = val_size
         self.seed = seed
+        self.train_sampler: EpochShuffle | None = None
+        self._resume: tuple[int, int] | None = None  # (epoch, samples done) for resume_at
         self.augment = augment
         self.download = download
         self.train_subset = train_subset
@@ -204,15 +208,29 @@ class ClassificationDataModule:
             self.test_dataset = self._load_test()
 
     def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
+        sampler = None
+        if train:
+            sampler = self.train_sampler = EpochShuffle(len(dataset), self.seed)  # type: ignore[arg-type]
+            if self._resume is not None:
+                sampler.resume_at(*self._resume)
+                self._resume = None
         return DataLoader(
             dataset,
             batch_size=self.batch_size if train else self.eval_batch_size,
-            shuffle=train,
+            sampler=sampler,
             drop_last=False,
             num_workers=self.num_workers,
             pin_memory=torch.cuda.is_available(),
             persistent_workers=self.num_workers > 0,
         )
+
+    def resume_at(self, epoch: int, batches: int) -> None:
+        """Make the next training loader continue ``epoch`` after its first ``batches``
+        batches, in that epoch's order (a run resumed from a mid-epoch checkpoint)."""
+        self._resume = (epoch, batches * self.batch_size)
+        if self.train_sampler is not None:
+            self.train_sampler.resume_at(*self._resume)
+            self._resume = None
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled training batches (augmented when ``augment``)."""

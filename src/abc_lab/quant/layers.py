@@ -58,8 +58,10 @@ class _QuantMixin:
         """``self(norm(x))``. Where the normalisation is a BatchNorm in training mode on a CPU,
         it runs fused with this layer's input binarisation (``fused_norm``); modules with
         hooks take the separate calls, so the hooks see what they expect."""
-        if self.reference or _hooked(self, norm) or not fused_norm.applies(
-            norm, self.input_quantizer, x
+        if (
+            self.reference
+            or _hooked(self, norm)
+            or not fused_norm.applies(norm, self.input_quantizer, x)
         ):
             return self(norm(x))
         a = fused_norm.norm_binarize(norm, self.input_quantizer, x)  # type: ignore[arg-type]

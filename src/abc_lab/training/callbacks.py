@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import lightning.pytorch as pl
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 
@@ -29,6 +30,36 @@ class StepCheckpoint(ModelCheckpoint):
         if last_batch and validates:
             return
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
+
+class DataOrder(pl.Callback):
+    """Keeps in every checkpoint how far training is into its epoch's sample order, and when
+    a run resumes from a checkpoint taken mid-epoch, has the data module continue that order
+    (``resume_at``) instead of starting a new one: each sample is still seen once per epoch,
+    as in a run that was never interrupted."""
+
+    def __init__(self) -> None:
+        self.epoch, self.batches = 0, 0
+        self._restored: tuple[int, int] | None = None
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self.epoch, self.batches = trainer.current_epoch, 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.batches = batch_idx + 1  # batch_idx continues across a resume
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "batches": self.batches}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.epoch, self.batches = int(state_dict["epoch"]), int(state_dict["batches"])
+        self._restored = (self.epoch, self.batches)
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        resume_at = getattr(trainer.datamodule, "resume_at", None)
+        if self._restored is not None and self._restored[1] > 0 and resume_at is not None:
+            resume_at(*self._restored)  # an epoch already finished: its next one starts fresh
+        self._restored = None
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:

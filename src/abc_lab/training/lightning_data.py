@@ -17,6 +17,10 @@ class LightningData(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         self.data.setup(stage)
 
+    def resume_at(self, epoch: int, batches: int) -> None:
+        """Continue ``epoch``'s training order after ``batches`` batches (see DataOrder)."""
+        self.data.resume_at(epoch, batches)
+
     def train_dataloader(self):
         return self.data.train_dataloader()
 

@@ -7,6 +7,7 @@ quantizer, LightningModule, loggers, callbacks, trainer); every default lives in
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from ..runs import derive_key, read_run
 from ..runs.key import distill_active
 from . import checkpoints as ckpts
 from . import resume
-from .callbacks import latest_checkpoint
+from .callbacks import DataOrder, latest_checkpoint
 from .checkpoint_io import AtomicCheckpointIO
 from .distill import Distiller
 from .faults import fault_callbacks
@@ -279,9 +280,12 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     callbacks = [build(n) for n in cfg.callbacks.values() if n is not None] if cfg.callbacks else []
     if not loggers:  # learning rates still reach results.json; the monitor needs a logger
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+    # DataOrder continues a mid-epoch resume in that epoch's sample order, so Lightning's
+    # warning about loaders that cannot resume does not apply
+    warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended")
     trainer: pl.Trainer = build(
         cfg.trainer,
-        callbacks=[*callbacks, recorder, *fault_callbacks()],
+        callbacks=[*callbacks, DataOrder(), recorder, *fault_callbacks()],
         logger=loggers,
         plugins=[AtomicCheckpointIO()],
     )
