@@ -10,6 +10,24 @@ from ..console import make_console
 HELP = "time training steps side by side (--inference: the bitwise engine against torch float)"
 
 
+def device_problem(device: str) -> str | None:
+    """Why ``device`` cannot run the benchmark here, or None."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except RuntimeError as err:
+        return str(err).splitlines()[0]
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            return "no CUDA device is available on this machine (try --device cpu)"
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            return f"this machine has {torch.cuda.device_count()} CUDA device(s)"
+    elif dev.type != "cpu":
+        return "only cpu and cuda devices are supported"
+    return None
+
+
 def main(argv: list[str]) -> int:
     if "--inference" in argv:
         from .bench_inference import main as bench_inference
@@ -47,6 +65,10 @@ def training_step(argv: list[str]) -> int:
     p.add_argument("--device", default="cpu")
     args = p.parse_args(argv)
     console = make_console()
+    problem = device_problem(args.device)
+    if problem:
+        console.print(f"[bold red]error:[/] --device {args.device}: {problem}")
+        return 2
     cases = default_cases(
         reference=[] if args.no_reference else None,
         baselines=not args.no_baselines,
