@@ -185,28 +185,48 @@ def test_gpu_float64_and_compiled_inputs_take_the_separate_operations(fused_kern
         assert not fused_norm.applies(bn.cuda(), q.cuda(), torch.randn(2, 2, 3, 3).cuda())
 
 
-@pytest.mark.parametrize("quant", [dict(name="abc", M=3, N=3), dict(name="xnor")])
-def test_resnet_training_step_matches_the_separate_operations(fused_kernels, quant):
-    """A ResNet-20 step with every block's BatchNorm fused (``norm_into`` in the blocks):
-    the loss and every parameter's gradient agree with the separate operations."""
+@pytest.mark.parametrize(
+    ("arch", "quant", "batch"),
+    [
+        ("resnet20", dict(name="abc", M=3, N=3), 16),
+        ("resnet20", dict(name="xnor"), 16),
+        ("vgg_small", dict(name="abc", M=3, N=3), 4),
+    ],
+)
+def test_training_step_matches_the_separate_operations(
+    fused_kernels, monkeypatch, arch, quant, batch
+):
+    """A training step with every BatchNorm → binarised conv fused (``norm_into`` in the
+    ResNet blocks, ``NormIntoSequential`` in VGG): the loss and every parameter's gradient
+    agree with the separate operations. Some gradients (a BatchNorm scale early in the
+    network) sum many cancelling terms and move by a percent when a few binarised values
+    flip; there the bound is what the separate operations themselves do when the input moves
+    by one part in a million."""
     torch.manual_seed(4)
-    model = quantize_model(build_model("resnet20", num_classes=10, in_channels=1),
+    model = quantize_model(build_model(arch, num_classes=10, in_channels=1),
                            QuantConfig(**quant))  # fmt: skip
-    x, y = torch.randn(16, 1, 28, 28), torch.randint(0, 10, (16,))
-    results = {}
-    for kernel in ("eager", "auto"):
+    x, y = torch.randn(batch, 1, 28, 28), torch.randint(0, 10, (batch,))
+    results, calls = {}, _fused_calls(monkeypatch)
+    for name, kernel, inputs in (
+        ("eager", "eager", x), ("nudged", "eager", x * (1 + 1e-6)), ("fused", "auto", x)
+    ):  # fmt: skip
         QF.set_kernel(kernel)
         m = copy.deepcopy(model).train()
-        loss = F.cross_entropy(m(x), y)
+        loss = F.cross_entropy(m(inputs), y)
         loss.backward()
         grads = {n: p.grad for n, p in m.named_parameters()}
-        results[kernel] = loss.item(), grads, dict(m.named_buffers())
-    (loss0, g0, b0), (loss1, g1, b1) = results["eager"], results["auto"]
+        results[name] = loss.item(), grads, dict(m.named_buffers())
+    (loss0, g0, b0), (_, g_nudged, _), (loss1, g1, b1) = results.values()
+    assert len(calls) == (5 if arch == "vgg_small" else 18)  # every binarised conv but the stem
     assert loss1 == pytest.approx(loss0, rel=1e-4)
     assert set(g0) == set(g1) and all(g0[n] is not None for n in g0)
+
+    def rel(a, b):
+        return float((a - b).norm() / b.norm().clamp_min(1e-12))
+
     for name in g0:
-        rel = (g1[name] - g0[name]).norm() / g0[name].norm().clamp_min(1e-12)
-        assert rel < 1e-2, (name, float(rel))
+        bound = max(1e-2, 5 * rel(g_nudged[name], g0[name]))
+        assert rel(g1[name], g0[name]) < bound, (name, rel(g1[name], g0[name]), bound)
     for name in b0:
         assert torch.allclose(b1[name].float(), b0[name].float(), atol=1e-4), name
 

@@ -14,6 +14,23 @@ def norm_into(norm: nn.Module, layer: nn.Module, x: torch.Tensor) -> torch.Tenso
     return fused(norm, x) if fused is not None else layer(norm(x))
 
 
+class NormIntoSequential(nn.Sequential):
+    """``nn.Sequential`` (same modules, same state-dict keys) that passes each BatchNorm and
+    the module after it through ``norm_into``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        modules = list(self)
+        i = 0
+        while i < len(modules):
+            if isinstance(modules[i], nn.modules.batchnorm._BatchNorm) and i + 1 < len(modules):
+                x = norm_into(modules[i], modules[i + 1], x)
+                i += 2
+            else:
+                x = modules[i](x)
+                i += 1
+        return x
+
+
 def init_weights(model: nn.Module) -> None:
     """Kaiming-normal init for convs (fan_out, ReLU); BatchNorm weight 1 and bias 0."""
     for m in model.modules():

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from abc_lab.models._common import init_weights
+from abc_lab.models._common import NormIntoSequential, init_weights
 from abc_lab.models._registry import register_model
 
 VGG_SMALL_CFG: tuple[int | str, ...] = (128, 128, "M", 256, 256, "M", 512, 512, "M")
@@ -50,7 +50,7 @@ class VGG(nn.Module):
                     layers.append(nn.MaxPool2d(2))
                 layers.append(nn.ReLU())
             channels = item
-        self.features = nn.Sequential(*layers)
+        self.features = NormIntoSequential(*layers)  # BN -> binarised conv fused in training
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(channels, num_classes)
         init_weights(self)
