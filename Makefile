@@ -83,7 +83,8 @@ recipes: install data
 	$(call recipe_runs,$(RECIPE_STARTS)); \
 	$(call recipe_runs,$(RECIPE_FLOAT)); \
 	$(VENV)/bin/abc-lab sweep $(RECIPES) --retry-failed; \
-	$(VENV)/bin/abc-lab report "$$runs" --name fashion-mnist-recipes --keep-records
+	$(VENV)/bin/abc-lab report "$$runs" --name fashion-mnist-recipes --keep-records \
+	  --notes reports/fashion-mnist-recipes/findings.md
 
 # The Fashion-MNIST study with the recipe the search chose (sweeps/fmnist_recipe_study.yaml,
 # 16 trainings: 3 fp seeds of 15 epochs, then the binary runs fine-tuned and distilled from
