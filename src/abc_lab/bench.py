@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from .models import build_model
-from .quant import QuantConfig, quantize_model, set_reference_mode
+from .quant import QuantConfig, fused_norm, quantize_model, set_reference_mode
 
 
 @dataclass
@@ -28,6 +28,7 @@ class BenchCase:
     quant: QuantConfig
     reference: bool = False
     compile: bool = False
+    fuse_norm: bool = True  # False: BatchNorm and binarisation as separate operations
 
 
 @dataclass
@@ -61,6 +62,11 @@ def default_cases(
     cases = [BenchCase("fp", QuantConfig(name="fp"))]
     for m, n in [(1, 1), (3, 3), (5, 5)]:
         cases.append(BenchCase(f"abc({m},{n}) fused", QuantConfig(name="abc", M=m, N=n)))
+    cases.append(
+        BenchCase(
+            "abc(3,3) fused, BatchNorm apart", QuantConfig(name="abc", M=3, N=3), fuse_norm=False
+        )  # fmt: skip
+    )
     if baselines:
         for name in ("xnor", "bnn", "bwn"):
             cases.append(BenchCase(name, QuantConfig(name=name)))
@@ -76,14 +82,17 @@ def default_cases(
     return cases
 
 
-def _step_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Callable[[], None]:
+def _step_fn(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, fuse_norm: bool = True
+) -> Callable[[], None]:
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     loss_fn = nn.CrossEntropyLoss()
 
     def step() -> None:
-        opt.zero_grad(set_to_none=True)
-        loss_fn(model(x), y).backward()
-        opt.step()
+        with fused_norm.enabled(fuse_norm):
+            opt.zero_grad(set_to_none=True)
+            loss_fn(model(x), y).backward()
+            opt.step()
 
     return step
 
@@ -120,7 +129,10 @@ def run_benchmark(
 ) -> list[BenchResult]:
     """Median training-step time of each case and its ratio to the first case (fp)."""
     x, y = _inputs(batch_size, in_channels, input_size, device)
-    steps = [_step_fn(_build(case, model, in_channels, input_size, device), x, y) for case in cases]
+    steps = [
+        _step_fn(_build(case, model, in_channels, input_size, device), x, y, case.fuse_norm)
+        for case in cases
+    ]
 
     def sync() -> None:
         if device.startswith("cuda"):
@@ -167,7 +179,7 @@ def count_ops(
     x, y = _inputs(batch_size, in_channels, input_size, device)
     counts = []
     for case in cases:
-        step = _step_fn(_build(case, model, in_channels, input_size, device), x, y)
+        step = _step_fn(_build(case, model, in_channels, input_size, device), x, y, case.fuse_norm)
         for _ in range(warmup + (3 if case.compile else 0)):
             step()
         if device.startswith("cuda"):

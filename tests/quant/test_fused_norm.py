@@ -167,9 +167,15 @@ def test_layer_takes_the_fused_path_only_where_it_applies(fused_kernels, monkeyp
     with torch.no_grad():  # the hook saw the layer's input as without fusion: BN's output
         assert torch.equal(seen[0], block.bn(x))
 
+    with fused_norm.enabled(False):  # the bench's "BatchNorm apart" row
+        block(x)
+    assert calls == [1]
+    block(x)
+    assert calls == [1, 1]
+
     QF.set_kernel("eager")
     block(x)
-    assert calls == [1]
+    assert calls == [1, 1]
 
 
 def test_gpu_float64_and_compiled_inputs_take_the_separate_operations(fused_kernels):

@@ -7,7 +7,7 @@ second, and a backward that recomputes the BatchNorm output from x instead of st
 That removes a write and a read of every element in each direction, which is most of what a
 binary training step costs beyond fp on a CPU.
 
-It applies to a ``BatchNorm2d`` in training mode on a contiguous float32 CPU tensor feeding
+It applies to a ``BatchNorm2d`` in training mode on a float32 (N, C, H, W) CPU tensor feeding
 an ``ABCInput`` (N ≤ 8) or ``SignInput``; everything else (eval mode, GPU, other dtypes,
 the ``eager`` kernel setting, a model being compiled) takes the separate operations. The
 running statistics are updated as ``nn.BatchNorm2d`` updates them. Where the kernels cannot
@@ -16,8 +16,10 @@ be built, one line says so and the separate operations run.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -32,6 +34,18 @@ SOURCE = Path(__file__).with_name("csrc") / "bn_binarize.cpp"
 MAX_BASES = 8  # the kernels' limit on N
 
 _state: dict[str, object] = {"module": None, "tried": False, "error": None}
+_switch = {"on": os.environ.get("ABC_LAB_FUSED_NORM", "1") != "0"}
+
+
+@contextlib.contextmanager
+def enabled(on: bool) -> Iterator[None]:
+    """Within the block, fuse (True) or run BatchNorm and binarisation apart (False); the
+    default is on, ``ABC_LAB_FUSED_NORM=0`` turns it off (for comparisons)."""
+    before, _switch["on"] = _switch["on"], bool(on)
+    try:
+        yield
+    finally:
+        _switch["on"] = before
 
 
 def build_dir() -> Path:
@@ -67,7 +81,8 @@ def kernels() -> ModuleType | None:
 def applies(norm: nn.Module, quantizer: InputQuantizer | None, x: Tensor) -> bool:
     """Whether ``norm_binarize`` handles this BatchNorm, quantizer and input."""
     return (
-        isinstance(norm, nn.BatchNorm2d)
+        _switch["on"]
+        and isinstance(norm, nn.BatchNorm2d)
         and norm.training
         and (
             isinstance(quantizer, SignInput)
