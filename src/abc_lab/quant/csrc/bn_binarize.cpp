@@ -221,6 +221,23 @@ template <int K> struct Input {
   template <typename... A> static void run(A&... a) { input_plane<K>(a...); }
 };
 
+// BatchNorm as y = x·scale_c + shift_c, the same float32 constants for the forward and for
+// the backward's recomputation of y (which must reproduce the forward's y exactly).
+struct Affine {
+  std::vector<float> scale, shift;
+};
+
+Affine batchnorm_affine(const std::vector<double>& gamma, const std::vector<double>& bias,
+                        const double* mean, const double* invstd, int64_t channels) {
+  Affine a{std::vector<float>(channels), std::vector<float>(channels)};
+  for (int64_t c = 0; c < channels; ++c) {
+    const double sc = gamma[c] * invstd[c];
+    a.scale[c] = static_cast<float>(sc);
+    a.shift[c] = static_cast<float>(bias[c] - mean[c] * sc);
+  }
+  return a;
+}
+
 // Mean and biased variance of each channel in one read of x. Each channel's sums are taken
 // around its first value, which keeps Σ(x − x0)² accurate when |mean| ≫ std.
 void channel_stats(const float* xp, const Layout& L, double* mean, double* var) {
@@ -277,13 +294,8 @@ std::vector<at::Tensor> forward(const at::Tensor& x, const std::optional<at::Ten
   double* invstd = mean + L.channels;
   std::vector<double> var(L.channels);
   channel_stats(x.data_ptr<float>(), L, mean, var.data());
-  std::vector<float> scale(L.channels), shift(L.channels);
-  for (int64_t c = 0; c < L.channels; ++c) {
-    invstd[c] = 1.0 / std::sqrt(var[c] + eps);
-    const double sc = gamma[c] * invstd[c];
-    scale[c] = static_cast<float>(sc);
-    shift[c] = static_cast<float>(shift_b[c] - mean[c] * sc);
-  }
+  for (int64_t c = 0; c < L.channels; ++c) invstd[c] = 1.0 / std::sqrt(var[c] + eps);
+  const Affine bn = batchnorm_affine(gamma, shift_b, mean, invstd, L.channels);
   if (running_mean.has_value() && running_mean->defined()) {
     TORCH_CHECK(running_var.has_value() && running_var->defined(), "bn_binarize: running_var missing");
     per_channel(running_mean, L.channels, 0.0);  // checks dtype and size
@@ -310,7 +322,7 @@ std::vector<at::Tensor> forward(const at::Tensor& x, const std::optional<at::Ten
   at::parallel_for(0, L.batch * L.channels, 1, [&](int64_t begin, int64_t end) {
     for (int64_t q = begin; q < end; ++q) {
       const int64_t c = q % L.channels;
-      const Plane p{xp + q * L.plane, nullptr, op + q * L.plane, L.plane, scale[c], shift[c], 0.f};
+      const Plane p{xp + q * L.plane, nullptr, op + q * L.plane, L.plane, bn.scale[c], bn.shift[c], 0.f};
       with_bases<Forward>(b.count, p, b);
     }
   });
@@ -336,13 +348,8 @@ std::vector<at::Tensor> backward(const at::Tensor& x, const at::Tensor& g_in,
   const auto shift_b = per_channel(bias, L.channels, 0.0);
   const double* mean = saved.data_ptr<double>();
   const double* invstd = mean + L.channels;
-  std::vector<float> scale(L.channels), shift(L.channels), meanf(L.channels);
-  for (int64_t c = 0; c < L.channels; ++c) {
-    const double sc = gamma[c] * invstd[c];
-    scale[c] = static_cast<float>(sc);
-    shift[c] = static_cast<float>(shift_b[c] - mean[c] * sc);
-    meanf[c] = static_cast<float>(mean[c]);
-  }
+  const Affine bn = batchnorm_affine(gamma, shift_b, mean, invstd, L.channels);
+  std::vector<float> meanf(mean, mean + L.channels);
   // pass 1: per-channel and per-base sums
   std::vector<double> chan(2 * L.channels, 0.0), per_base(L.channels * 2 * K, 0.0);
   const float* xp = x.data_ptr<float>();
@@ -352,7 +359,7 @@ std::vector<at::Tensor> backward(const at::Tensor& x, const at::Tensor& g_in,
       double* win_c = per_base.data() + c * 2 * K;
       for (int64_t n = 0; n < L.batch; ++n) {
         const int64_t off = (n * L.channels + c) * L.plane;
-        const Plane p{xp + off, gp + off, nullptr, L.plane, scale[c], shift[c], meanf[c]};
+        const Plane p{xp + off, gp + off, nullptr, L.plane, bn.scale[c], bn.shift[c], meanf[c]};
         with_bases<Sums>(K, p, b, chan.data() + 2 * c, win_c, win_c + K);
       }
     }
@@ -371,7 +378,7 @@ std::vector<at::Tensor> backward(const at::Tensor& x, const at::Tensor& g_in,
   at::parallel_for(0, L.batch * L.channels, 1, [&](int64_t begin, int64_t end) {
     for (int64_t q = begin; q < end; ++q) {
       const int64_t c = q % L.channels, off = q * L.plane;
-      const Plane p{xp + off, gp + off, op + off, L.plane, scale[c], shift[c], meanf[c]};
+      const Plane p{xp + off, gp + off, op + off, L.plane, bn.scale[c], bn.shift[c], meanf[c]};
       with_bases<Input>(b.count, p, b, ca[c], cb[c], cd[c]);
     }
   });
