@@ -9,10 +9,17 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import platform
 import sys
 from pathlib import Path
 from types import ModuleType
+
+
+def cache_dir(env_var: str, name: str) -> Path:
+    """Where a build is cached: ``$env_var`` if set, else ``~/.cache/abc_lab/<name>``."""
+    root = os.environ.get(env_var)
+    return Path(root) if root else Path.home() / ".cache" / "abc_lab" / name
 
 
 def cpu_signature() -> str:

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
-from ..native_build import load_extension
+from ..native_build import cache_dir, load_extension
 
 ISAS = {"portable": 0, "avx2": 1, "avx512": 2}
 ISA_NAMES = {v: k for k, v in ISAS.items()}
@@ -26,8 +26,7 @@ _state: dict[str, object] = {"module": None, "tried": False, "error": None}
 
 def build_dir() -> Path:
     """Where the compiled extension is cached."""
-    root = os.environ.get("ABC_LAB_ENGINE_BUILD")
-    return Path(root) if root else Path.home() / ".cache" / "abc_lab" / "engine"
+    return cache_dir("ABC_LAB_ENGINE_BUILD", "engine")
 
 
 def _build() -> ModuleType:

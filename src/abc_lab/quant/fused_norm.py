@@ -26,7 +26,7 @@ from types import ModuleType
 import torch
 from torch import Tensor, nn
 
-from ..native_build import load_extension
+from ..native_build import cache_dir, load_extension
 from . import functional as QF
 from .quantizers import ABCInput, InputQuantizer, SignInput
 
@@ -50,8 +50,7 @@ def enabled(on: bool) -> Iterator[None]:
 
 def build_dir() -> Path:
     """Where the compiled kernels are cached (``$ABC_LAB_QUANT_BUILD``)."""
-    root = os.environ.get("ABC_LAB_QUANT_BUILD")
-    return Path(root) if root else Path.home() / ".cache" / "abc_lab" / "quant"
+    return cache_dir("ABC_LAB_QUANT_BUILD", "quant")
 
 
 def kernels() -> ModuleType | None:

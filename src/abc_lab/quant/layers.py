@@ -51,6 +51,10 @@ class _QuantMixin:
             return self.forward_reference(x)
         if self.input_quantizer is not None:
             x = self.input_quantizer(x)
+        return self._op_binarised(x)
+
+    def _op_binarised(self, x: Tensor) -> Tensor:
+        """The layer's op on an already quantized input, with this step's folded weight."""
         w = self.__dict__.get("_step_weight")  # set for one model forward by fold_model_weights
         return self._op(x, self.quantized_weight() if w is None else w, self.bias)
 
@@ -64,9 +68,9 @@ class _QuantMixin:
             or not fused_norm.applies(norm, self.input_quantizer, x)
         ):
             return self(norm(x))
-        a = fused_norm.norm_binarize(norm, self.input_quantizer, x)  # type: ignore[arg-type]
-        w = self.__dict__.get("_step_weight")
-        return self._op(a, self.quantized_weight() if w is None else w, self.bias)
+        return self._op_binarised(
+            fused_norm.norm_binarize(norm, self.input_quantizer, x)  # type: ignore[arg-type]
+        )
 
     def forward_reference(self, x: Tensor) -> Tensor:
         """Σ_m Σ_n α_m β_n op(B_m, A_n) + bias, as M·N separate binary operations."""
