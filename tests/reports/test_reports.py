@@ -20,6 +20,7 @@ from rich.console import Console
 from scipy import stats
 
 from abc_lab.reports import build_groups, build_report, paper
+from abc_lab.reports.document import Bullets, Paragraph, Table, parse_notes
 from abc_lab.runs import Run, load_runs
 from abc_lab.runs.baseline import baseline_command
 from abc_lab.runs.legacy import V1_FIELDS, upgrade
@@ -667,6 +668,13 @@ def test_notes_become_part_of_the_report(sweep: Path, tmp_path: Path) -> None:
     assert f"--notes {notes}" in md  # the regenerate command keeps the notes
     with pytest.raises(ValueError, match="notes file"):
         build_report([sweep], "n", out_root=tmp_path / "reports", notes=tmp_path / "missing.md")
+
+
+def test_a_list_or_table_right_after_a_paragraph_line_is_its_own_block() -> None:
+    blocks = parse_notes("Two changes:\n- first\n  continued\n- second\nAfter.\n| a |\n|---|\n| 1 |\n")
+    assert blocks[0] == Paragraph("Two changes:")
+    assert blocks[1] == Bullets(["first continued", "second After."])
+    assert isinstance(blocks[2], Table) and blocks[2].rows == [["1"]]
 
 
 def test_kept_records_make_the_report_folder_self_contained(sweep: Path, tmp_path: Path) -> None:

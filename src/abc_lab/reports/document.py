@@ -56,6 +56,12 @@ class Image:
 Block = Heading | Paragraph | Bullets | Code | Table | Image
 
 
+def _starts_block(line: str) -> bool:
+    """A line that ends the paragraph above it: a heading, a fence, a table row or a bullet
+    (as in CommonMark, a list or table needs no blank line before it)."""
+    return line.startswith(("#", "```", "|")) or line.lstrip().startswith("- ")
+
+
 def parse_notes(text: str) -> list[Block]:
     """Blocks from a small Markdown subset: ``#`` headings, ``- `` bullets, fenced code,
     ``|`` tables and paragraphs separated by blank lines (inline `code` and **bold** kept)."""
@@ -89,6 +95,8 @@ def parse_notes(text: str) -> list[Block]:
             items: list[str] = []
             while i < len(lines) and lines[i].strip():
                 item = lines[i].strip()
+                if not item.startswith("- ") and _starts_block(lines[i]):
+                    break
                 if item.startswith("- "):
                     items.append(item[2:].strip())
                 elif items:  # a continuation line of the item above
@@ -97,7 +105,7 @@ def parse_notes(text: str) -> list[Block]:
             blocks.append(Bullets(items))
         else:
             para: list[str] = []
-            while i < len(lines) and lines[i].strip() and not lines[i].startswith(("#", "```")):
+            while i < len(lines) and lines[i].strip() and not _starts_block(lines[i]):
                 para.append(lines[i].strip())
                 i += 1
             blocks.append(Paragraph(" ".join(para)))
