@@ -95,10 +95,10 @@ def parse_notes(text: str) -> list[Block]:
             items: list[str] = []
             while i < len(lines) and lines[i].strip():
                 item = lines[i].strip()
-                if not item.startswith("- ") and _starts_block(lines[i]):
-                    break
                 if item.startswith("- "):
                     items.append(item[2:].strip())
+                elif _starts_block(lines[i]):  # a table, heading or fence ends the list
+                    break
                 elif items:  # a continuation line of the item above
                     items[-1] += " " + item
                 i += 1
