@@ -671,7 +671,9 @@ def test_notes_become_part_of_the_report(sweep: Path, tmp_path: Path) -> None:
 
 
 def test_a_list_or_table_right_after_a_paragraph_line_is_its_own_block() -> None:
-    blocks = parse_notes("Two changes:\n- first\n  continued\n- second\nAfter.\n| a |\n|---|\n| 1 |\n")
+    blocks = parse_notes(
+        "Two changes:\n- first\n  continued\n- second\nAfter.\n| a |\n|---|\n| 1 |\n"
+    )
     assert blocks[0] == Paragraph("Two changes:")
     assert blocks[1] == Bullets(["first continued", "second After."])
     assert isinstance(blocks[2], Table) and blocks[2].rows == [["1"]]
