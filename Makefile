@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 FMNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: install data test test-slurm lint demo study recipes recipe-study engine-check bench device-check clean
+.PHONY: install data test test-slurm lint demo study recipes recipe-study recipe-study-2 engine-check bench device-check clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -95,6 +95,29 @@ recipe-study: install data
 	$(VENV)/bin/abc-lab report "$$($(VENV)/bin/abc-lab sweep $(RECIPE_STUDY) --where)/runs" \
 	  --name fashion-mnist-recipe-study --keep-records \
 	  --notes reports/fashion-mnist-recipe-study/findings.md
+
+# The recipe study again with Adam 1e-3 (instead of 1e-4) for the latent binary weights
+# (sweeps/fmnist_recipe_study_2.yaml, 13 binary trainings): its baselines and starts are the
+# recipe study's three fp runs, copied into its runs directory (so `make recipe-study` must
+# have trained them); resumable; then the report in reports/fashion-mnist-recipe-study-2/.
+RECIPE_STUDY_2 := sweeps/fmnist_recipe_study_2.yaml
+recipe-study-2: install data
+	@from="$$($(VENV)/bin/abc-lab sweep $(RECIPE_STUDY) --where)/runs"; \
+	to="$$($(VENV)/bin/abc-lab sweep $(RECIPE_STUDY_2) --where)/runs"; mkdir -p "$$to"; \
+	for v in fp fp_seed1 fp_seed2; do \
+	  [ -f "$$to/$$v/results.json" ] && continue; \
+	  src=$$(grep -l '"variant": "recipe_study/'$$v'"' "$$from"/*/results.json 2>/dev/null \
+	    | xargs -r grep -l '"status": "finished"' | head -n 1); \
+	  if [ -z "$$src" ]; then \
+	    echo "no finished run of variant=recipe_study/$$v in $$from: run make recipe-study first" >&2; \
+	    exit 1; \
+	  fi; \
+	  cp -a "$$(dirname "$$src")" "$$to/$$v"; echo "baseline $$v: $$(dirname "$$src")"; \
+	done
+	$(VENV)/bin/abc-lab sweep $(RECIPE_STUDY_2) --retry-failed
+	$(VENV)/bin/abc-lab report "$$($(VENV)/bin/abc-lab sweep $(RECIPE_STUDY_2) --where)/runs" \
+	  --name fashion-mnist-recipe-study-2 --keep-records \
+	  --notes reports/fashion-mnist-recipe-study-2/findings.md
 
 # The bitwise engine on trained runs: short trainings (far from converged, which does not
 # matter for exactness), each exported and evaluated on the full Fashion-MNIST test set;

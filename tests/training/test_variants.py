@@ -135,6 +135,27 @@ def test_recipe_study_sweep_lists_every_variant_after_the_run_it_starts_from():
     )
 
 
+def test_second_recipe_study_reruns_every_binary_variant_with_the_faster_binary_weights(
+    compose_cfg,
+):
+    spec = load_spec(REPO / "sweeps" / "fmnist_recipe_study_2.yaml")
+    values = spec.raw["parameters"]["variant"]["values"]
+    binary = sorted(name for name, expected in STUDY2_EXPECTED.items() if expected[4] is not None)
+    assert sorted(values) == binary and spec.grid_size() == len(binary) == 13
+    # its starts are the recipe study's fp runs (copied in by `make recipe-study-2`)
+    assert not any(STUDY2_EXPECTED[name][4] in values for name in values)
+    fixed = {k: v["value"] for k, v in spec.raw["parameters"].items() if "value" in v}
+    cfg, _ = compose_cfg(*spec.run_overrides({**fixed, "variant": values[0]}), shrink=False)
+    first, _ = compose_cfg(
+        "experiment=fmnist_recipe_study", "variant=recipe_study/abc_3_3", shrink=False
+    )
+    group, before = cfg.module.param_groups.binary, first.module.param_groups.binary
+    assert (group.optimizer, group.weight_decay) == (before.optimizer, before.weight_decay)
+    assert group.lr > before.lr  # the one change to the recipe
+    rest = lambda c: {k: v for k, v in c.module.items() if k != "param_groups"}  # noqa: E731
+    assert rest(cfg) == rest(first) and cfg.trainer.max_epochs == first.trainer.max_epochs
+
+
 def _as_run(cfg, run_dir: Path):
     """Point Hydra's runtime output dir (what ${hydra:...} reads) at ``run_dir``."""
     with read_write(cfg.hydra), open_dict(cfg.hydra):
