@@ -19,7 +19,7 @@ import pytest
 from rich.console import Console
 from scipy import stats
 
-from abc_lab.reports import build_groups, build_report, paper
+from abc_lab.reports import build_groups, build_report, markdown, paper
 from abc_lab.reports.document import Bullets, Paragraph, Table, parse_notes
 from abc_lab.runs import Run, load_runs
 from abc_lab.runs.baseline import baseline_command
@@ -756,3 +756,10 @@ def test_report_command_without_usable_records_fails_with_one_line(
         assert code == 1 and len(err.splitlines()) == 1, err
         assert "no usable run records" in err and str(paths[0]) in err
     assert not (tmp_path / "out").exists()
+
+
+def test_an_escaped_pipe_in_a_notes_table_is_part_of_its_cell() -> None:
+    (table,) = parse_notes("| a \\| b | median \\|ΔW\\| |\n|---|---:|\n| x | 1 |\n")
+    assert table == Table(["a | b", "median |ΔW|"], [["x", "1"]], ["left", "right"])
+    # rendered back, the pipe is escaped again, so the table keeps its two columns
+    assert markdown.render_block(table).splitlines()[0] == "| a \\| b | median \\|ΔW\\| |"

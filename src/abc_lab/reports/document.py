@@ -6,6 +6,7 @@ report.md, report.html and the console never disagree. Text may hold `inline cod
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 
@@ -62,6 +63,14 @@ def _starts_block(line: str) -> bool:
     return line.startswith(("#", "```", "|")) or line.lstrip().startswith("- ")
 
 
+def _table_cells(line: str) -> list[str]:
+    """The cells of a ``| a | b |`` row; ``\\|`` is a literal ``|`` inside a cell (as in GFM)."""
+    body = line.strip()
+    body = body[1:] if body.startswith("|") else body
+    body = body[:-1] if body.endswith("|") and not body.endswith("\\|") else body
+    return [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", body)]
+
+
 def parse_notes(text: str) -> list[Block]:
     """Blocks from a small Markdown subset: ``#`` headings, ``- `` bullets, fenced code,
     ``|`` tables and paragraphs separated by blank lines (inline `code` and **bold** kept)."""
@@ -80,7 +89,7 @@ def parse_notes(text: str) -> list[Block]:
         elif line.startswith("|"):
             cells = []
             while i < len(lines) and lines[i].strip().startswith("|"):
-                cells.append([c.strip() for c in lines[i].strip().strip("|").split("|")])
+                cells.append(_table_cells(lines[i]))
                 i += 1
             rule = (
                 cells[1] if len(cells) > 1 and all(set(c) <= set(":-") for c in cells[1]) else None
