@@ -21,7 +21,7 @@ import torch
 from omegaconf import OmegaConf
 
 from ..models import BUILD_KEYS, build_model
-from ..quant import QuantConfig, quantize_model
+from ..quant import quantize_model
 from ..quant.layers import _QuantMixin
 
 
@@ -59,24 +59,20 @@ def drift(start: dict[str, torch.Tensor], end: dict[str, torch.Tensor], layers: 
     return Drift(len(layers), total, flips / total, float(torch.cat(moves).median()))
 
 
-def _config(run: Path) -> dict:
-    return OmegaConf.to_container(OmegaConf.load(run / "config.yaml"), resolve=False)
-
-
-def run_drift(run: Path) -> tuple[Drift, str]:
-    """(drift, start checkpoint) of a finished run directory started from another run."""
+def run_drift(run: Path) -> Drift:
+    """The drift of a finished run directory started from another run."""
     from . import checkpoints as ckpts
 
-    cfg = _config(run)
+    cfg = OmegaConf.to_container(OmegaConf.load(run / "config.yaml"), resolve=False)
     source = cfg.get("init_from")
     if not source:
         raise ValueError(f"{run} did not start from another run (init_from is empty)")
-    start_ckpt = ckpts.run_checkpoint(source, "init_from")
+    start = ckpts.model_state(
+        ckpts.read_checkpoint(ckpts.run_checkpoint(source, "init_from"), "init_from")
+    )
     end = ckpts.model_state(ckpts.read_checkpoint(ckpts.run_checkpoint(run, "run"), "run"))
-    start = ckpts.model_state(ckpts.read_checkpoint(start_ckpt, "init_from"))
-    quant = QuantConfig(**{k: v for k, v in cfg["quant"].items() if k != "_target_"})
-    model = quantize_model(build_model(**{k: cfg["model"][k] for k in BUILD_KEYS}), quant)
-    return drift(start, end, binarised_layers(model)), start_ckpt
+    model = quantize_model(build_model(**{k: cfg["model"][k] for k in BUILD_KEYS}), cfg["quant"])
+    return drift(start, end, binarised_layers(model))
 
 
 def main(argv: list[str]) -> int:
@@ -86,7 +82,7 @@ def main(argv: list[str]) -> int:
     print(f"{'run':<60} {'layers':>6} {'weights':>8} {'flipped':>8} {'median |ΔW|/std':>16}")
     for arg in argv:
         try:
-            d, _ = run_drift(Path(arg))
+            d = run_drift(Path(arg))
         except (ValueError, OSError) as err:
             print(f"error: {err}", file=sys.stderr)
             return 1
