@@ -1,9 +1,12 @@
 """How good is a binary network at its full-precision initialisation?
 
-``abc-lab init-check <fp run dir> --quant abc:3:3 abc:5:5 xnor --beta-init 1/N lsq``
+``abc-lab init-check <fp run dir> --quant abc:3:3 abc:5:5 xnor --act-init 1/N lsq fit-beta``
 quantizes the fp run's best weights with each configuration (what ``init_from`` hands a
 binary run) and measures validation top-1 and cross-entropy twice: as loaded, and after
 recalibrating the BatchNorm statistics on a few training batches (no weight changes). The
+activation quantizers start as ``--act-init`` says: β = 1/N, β fitted to N(0, 1) (``lsq``),
+or fitted to each layer's inputs on the same training batches (``fit-beta``, ``fit-shifts``:
+``quant.act_calibration``, see ``quant/calibrate.py``). The
 loss shows what top-1 hides: a quantizer whose outputs leave the fp network's scale starts
 with a huge loss, and so with huge first gradients. The data, model and
 split come from the run's own ``config.yaml``.
@@ -20,16 +23,23 @@ from omegaconf import OmegaConf
 
 from .errors import UserError
 from .quant import QuantConfig, parse_quant_spec
+from .quant.calibrate import calibrate_activations
 from .quant.functional import set_kernel
 from .training import checkpoints as ckpts
 
-BETA_INITS = {"1/N": None, "lsq": "lsq"}
+# How the activation quantizers start: (quant.beta_init, quant.act_calibration)
+ACT_INITS = {
+    "1/N": (None, None),
+    "lsq": ("lsq", None),
+    "fit-beta": (None, "beta"),
+    "fit-shifts": (None, "shifts"),
+}
 
 
 @dataclass
 class InitResult:
     label: str
-    beta_init: str
+    act_init: str
     top1_loaded: float
     top1_recalibrated: float
     loss_loaded: float
@@ -69,6 +79,16 @@ def evaluate(model: torch.nn.Module, loader, images: int) -> tuple[float, float]
     return correct / max(seen, 1), loss / max(seen, 1)
 
 
+def _batches(datamodule, count: int) -> list[torch.Tensor]:
+    """The first ``count`` training batches' inputs."""
+    batches = []
+    for x, _ in datamodule.train_dataloader():
+        if len(batches) >= count:
+            break
+        batches.append(x)
+    return batches
+
+
 @torch.no_grad()
 def recalibrate_bn(model: torch.nn.Module, loader, batches: int) -> None:
     """Replace every BatchNorm's running statistics by their average over ``batches``."""
@@ -86,17 +106,17 @@ def recalibrate_bn(model: torch.nn.Module, loader, batches: int) -> None:
 def init_check(
     source: Path,
     quants: list[str],
-    beta_inits: list[str],
+    act_inits: list[str],
     images: int = 5000,
     recal_batches: int = 20,
     progress=None,
 ) -> list[InitResult]:
-    """Top-1 of each quantizer x β initialisation at the fp weights of ``source``."""
+    """Top-1 of each quantizer x activation initialisation at the fp weights of ``source``."""
     from hydra.utils import instantiate
 
-    for b in beta_inits:
-        if b not in BETA_INITS:
-            raise UserError(f"--beta-init {b!r}: choose from {', '.join(BETA_INITS)}")
+    for b in act_inits:
+        if b not in ACT_INITS:
+            raise UserError(f"--act-init {b!r}: choose from {', '.join(ACT_INITS)}")
     run = _run_dir(source)
     ckpt = ckpts.run_checkpoint(source, "source") if Path(source).is_dir() else str(source)
     state = ckpts.model_state(ckpts.read_checkpoint(ckpt, "source"))
@@ -110,18 +130,21 @@ def init_check(
     configs = [parse_quant(q) for q in quants]
     results = []
     jobs = [
-        (q, b) for q in configs for b in (beta_inits if "beta_init" in q.used_fields() else ["—"])
+        (q, b) for q in configs for b in (act_inits if "beta_init" in q.used_fields() else ["—"])
     ]
-    for i, (q, beta) in enumerate(jobs):
-        qc = replace(q, beta_init=BETA_INITS.get(beta))
+    for i, (q, init) in enumerate(jobs):
+        beta_init, calibration = ACT_INITS.get(init, (None, None))
+        qc = replace(q, beta_init=beta_init, act_calibration=calibration)
         model = instantiate(cfg["model"])
         model = ckpts.quantize_from(model, float_state, qc, "source", ckpt)
+        if calibration:
+            calibrate_activations(model, _batches(datamodule, recal_batches), calibration)
         loaded = evaluate(model, datamodule.val_dataloader(), images)
         recal = copy.deepcopy(model)
         recalibrate_bn(recal, datamodule.train_dataloader(), recal_batches)
         recalibrated = evaluate(recal, datamodule.val_dataloader(), images)
         results.append(
-            InitResult(qc.label(), beta, loaded[0], recalibrated[0], loaded[1], recalibrated[1])
+            InitResult(qc.label(), init, loaded[0], recalibrated[0], loaded[1], recalibrated[1])
         )
         if progress:
             progress(i + 1, len(jobs))

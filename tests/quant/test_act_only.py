@@ -16,7 +16,7 @@ SPEC = {"name": "resnet20", "num_classes": 10, "in_channels": 1, "input_size": 2
     "name, label, inputs, fields",
     [
         ("abc_act_only", "abc(fp,2)", ABCInput,
-         {"N", "act_shift_center", "act_shift_spread", "beta_init"}),
+         {"N", "act_shift_center", "act_shift_spread", "beta_init", "act_calibration"}),
         ("sign_act_only", "sign(fp,1)", SignInput, set()),
     ],
 )  # fmt: skip

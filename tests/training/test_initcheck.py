@@ -13,12 +13,12 @@ from abc_lab.training.train import train
 def test_init_check_quantizes_the_fp_weights_and_recalibrates_bn(compose_cfg, capsys):
     cfg, run_dir = compose_cfg("quant=fp", "test=false")
     record = train(cfg, run_dir)
-    results = init_check(run_dir, ["fp", "xnor", "abc:2:2"], ["1/N", "lsq"], images=96)
-    assert [(r.label, r.beta_init) for r in results] == [
+    inits = ["1/N", "lsq", "fit-beta", "fit-shifts"]
+    results = init_check(run_dir, ["fp", "xnor", "abc:2:2"], inits, images=96)
+    assert [(r.label, r.act_init) for r in results] == [
         ("fp", "—"),
         ("xnor", "—"),
-        ("abc(2,2)", "1/N"),
-        ("abc(2,2)", "lsq"),
+        *[("abc(2,2)", init) for init in inits],
     ]
     for r in results:
         assert 0 <= r.top1_loaded <= 1 and 0 <= r.top1_recalibrated <= 1
@@ -46,9 +46,10 @@ def test_init_check_quantizes_the_fp_weights_and_recalibrates_bn(compose_cfg, ca
     assert results[0].loss_loaded == pytest.approx(direct, rel=1e-4)
 
     assert main(["init-check", str(run_dir), "--quant", "abc:1:1", "--images", "32",
-                 "--recal-batches", "1", "--beta-init", "lsq"]) == 0  # fmt: skip
+                 "--recal-batches", "1", "--act-init", "lsq", "fit-beta"]) == 0  # fmt: skip
     out = capsys.readouterr().out
     assert "abc(1,1)" in out and "lsq" in out and "BN recalibrated" in out and "loss" in out
+    assert "fit-beta" in out
 
 
 @pytest.mark.parametrize(

@@ -167,3 +167,66 @@ def test_older_records_count_as_without_distillation_and_groups():
     changed = derive_key({**config, "module": {**config["module"], "distill": {
         **config["module"]["distill"], "teacher": "/t.ckpt"}}}, ())  # fmt: skip
     assert setup_of(changed) != setup_of(old)
+
+
+def test_activation_calibration_starts_the_run_from_fitted_v_and_beta(
+    compose_cfg, tmp_path, monkeypatch
+):
+    cfg, run_dir = compose_cfg("quant=fp", "test=false")
+    assert train(cfg, run_dir)["status"] == "finished"
+    fp_dir = move_run(run_dir, tmp_path / "fp")
+    cfg, run_dir = compose_cfg(
+        "quant=abc", "quant.M=2", "quant.N=2", "quant.act_calibration=beta",
+        f"init_from={fp_dir}", "test=false",
+    )  # fmt: skip
+    record = train(cfg, run_dir)
+    assert record["status"] == "finished" and record["key"]["quant.act_calibration"] == "beta"
+    calibration = record["init"]["act_calibration"]
+    assert calibration["mode"] == "beta" and calibration["batches"] >= 1
+    layers = calibration["layers"]
+    assert len(layers) == 18
+    assert all(f["error_after"] < f["error_before"] for f in layers.values())
+    # training started from the fitted β, not 1/N; the shifts were left as initialised
+    start = record["quant_params_init"]
+    assert any(p["beta"] != pytest.approx([0.5, 0.5]) for p in start.values())
+    assert all(p["v"] == pytest.approx([-0.5, 1.5]) for p in start.values())
+    # resuming continues from the checkpoint: no second calibration, the record keeps the first
+    import abc_lab.training.train as training
+
+    def refuse(*_args, **_kwargs):
+        raise AssertionError("a resumed run was calibrated again")
+
+    monkeypatch.setattr(training, "calibrate_activations", refuse)
+    cfg, run_dir = compose_cfg(
+        "quant=abc", "quant.M=2", "quant.N=2", "quant.act_calibration=beta",
+        f"init_from={fp_dir}", "test=false", "trainer.max_epochs=2", "ckpt_path=last",
+    )  # fmt: skip
+    resumed = train(cfg, run_dir)
+    assert resumed["status"] == "finished" and resumed["epochs_done"] == 2
+    assert resumed["init"]["act_calibration"] == calibration
+    assert resumed["quant_params_init"] == start
+
+
+def test_calibration_keeps_the_random_state_of_the_run(compose_cfg):
+    from abc_lab.training.train import calibrate
+
+    cfg, _ = compose_cfg("quant=abc", "quant.M=2", "quant.N=2", "data.augment=true")
+    from hydra.utils import instantiate
+
+    data = OmegaConf.to_container(cfg, resolve=True)["data"]
+    dm = instantiate({k: v for k, v in data.items() if k != "name"})
+    model = quantize_model(build_model(**SPEC), QuantConfig(name="abc", M=2, N=2))
+    torch.manual_seed(5)
+    state = torch.random.get_rng_state()
+    calibrate(model, dm, "shifts")
+    assert torch.equal(torch.random.get_rng_state(), state)
+
+
+def test_calibration_is_in_the_key_and_older_records_count_as_without():
+    config = {"quant": {"name": "abc", "M": 3, "N": 3, "act_calibration": None}, "seed": 0}
+    fields = QuantConfig(name="abc").used_fields()
+    new = derive_key(config, fields)
+    old = {k: v for k, v in new.items() if k != "quant.act_calibration"}
+    assert setup_of(new) == setup_of(old) and variant_of(new) == variant_of(old)
+    fitted = derive_key({**config, "quant": {**config["quant"], "act_calibration": "beta"}}, fields)
+    assert variant_of(fitted) != variant_of(old)

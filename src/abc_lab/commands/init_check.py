@@ -17,7 +17,7 @@ def main(argv: list[str]) -> int:
     from rich.table import Table
 
     from ..errors import UserError
-    from ..initcheck import BETA_INITS, init_check
+    from ..initcheck import ACT_INITS, init_check
 
     p = argparse.ArgumentParser(prog="abc-lab init-check", description=main.__doc__)
     p.add_argument("source", help="fp run directory (its best checkpoint) or a .ckpt in one")
@@ -25,7 +25,16 @@ def main(argv: list[str]) -> int:
         "--quant", nargs="+", default=["xnor", "abc:3:0", "abc:1:1", "abc:3:3", "abc:5:5"],
         help="fp, bnn, bwn, xnor or abc:M:N (default: %(default)s)",
     )  # fmt: skip
-    p.add_argument("--beta-init", nargs="+", default=list(BETA_INITS), choices=list(BETA_INITS))
+    p.add_argument(
+        "--act-init",
+        "--beta-init",
+        nargs="+",
+        default=["1/N", "lsq"],
+        choices=list(ACT_INITS),
+        help="how the ABC activation quantizers start: β = 1/N, β fitted to N(0, 1) (lsq), or "
+        "fitted to each layer's inputs on the recalibration batches (fit-beta; fit-shifts: "
+        "shifts and β; quant.act_calibration) (default: %(default)s)",
+    )
     p.add_argument("--images", type=int, default=5000, help="validation images evaluated")
     p.add_argument("--recal-batches", type=int, default=20, help="training batches for BN")
     args = p.parse_args(argv)
@@ -34,7 +43,7 @@ def main(argv: list[str]) -> int:
         with Progress(console=console, transient=True) as prog:
             task = prog.add_task("quantize + evaluate", total=None)
             results = init_check(
-                args.source, args.quant, args.beta_init, args.images, args.recal_batches,
+                args.source, args.quant, args.act_init, args.images, args.recal_batches,
                 progress=lambda done, total: prog.update(task, completed=done, total=total),
             )  # fmt: skip
     except UserError as err:
@@ -44,12 +53,12 @@ def main(argv: list[str]) -> int:
         title=f"top-1 % and loss at the fp weights of {args.source} ({args.images} val images)"
     )
     recal = f"BN recalibrated ({args.recal_batches} b.)"
-    cols = ("quantizer", "β init", "as loaded: top-1", "loss", f"{recal}: top-1", "loss")
+    cols = ("quantizer", "activation init", "as loaded: top-1", "loss", f"{recal}: top-1", "loss")
     for col in cols:
-        table.add_column(col, justify="left" if col in ("quantizer", "β init") else "right")
+        table.add_column(col, justify="left" if col in cols[:2] else "right")
     for r in results:
         table.add_row(
-            r.label, r.beta_init, f"{100 * r.top1_loaded:.2f}", f"{r.loss_loaded:.3f}",
+            r.label, r.act_init, f"{100 * r.top1_loaded:.2f}", f"{r.loss_loaded:.3f}",
             f"{100 * r.top1_recalibrated:.2f}", f"{r.loss_recalibrated:.3f}",
         )  # fmt: skip
     console.print(table)

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 from . import functional as QF
+from .calibrate import MODES as CALIBRATION_MODES
 from .quantizers import (
     BNN_SCALES,
     ABCInput,
@@ -82,7 +83,9 @@ class QuantConfig:
     activations, float weights).  M, N: ABC weight / activation base counts (N = 0: float
     activations, the paper's weight-only rows). shifts: weight shifts u (default
     evenly spread in [-1, 1]). alpha_scope: "layer" (paper) or "channel". act_shift_center /
-    act_shift_spread: initial v (see ``activation_shifts``). keep_first / keep_last: leave the
+    act_shift_spread: initial v (see ``activation_shifts``). act_calibration: null, or "beta" /
+    "shifts" to fit β (and the shifts) to each layer's inputs before training
+    (``calibrate.py``). keep_first / keep_last: leave the
     first conv and the last linear layer in full precision. keep_fp: extra module-name
     patterns (fnmatch) to leave in full precision; by default the 1x1 shortcut convs
     ("*downsample*"), which see the non-negative block input and are kept float in
@@ -99,6 +102,7 @@ class QuantConfig:
     act_shift_center: float = 0.5
     act_shift_spread: float = 1.0
     beta_init: float | str | None = None  # None: 1/N; a number; "lsq": fit to N(0, 1)
+    act_calibration: str | None = None  # None | "beta" | "shifts": fit to data (calibrate.py)
     keep_first: bool = True
     keep_last: bool = True
     keep_fp: list[str] = field(default_factory=lambda: ["*downsample*"])
@@ -125,6 +129,11 @@ class QuantConfig:
         if isinstance(self.beta_init, str) and self.beta_init != "lsq":
             raise ValueError(
                 f"beta_init must be null (1/N), a number or 'lsq', got {self.beta_init!r}"
+            )
+        if self.act_calibration is not None and self.act_calibration not in CALIBRATION_MODES:
+            raise ValueError(
+                f"act_calibration must be null, {' or '.join(map(repr, CALIBRATION_MODES))}, "
+                f"got {self.act_calibration!r}"
             )
         if self.bnn_scale not in BNN_SCALES:
             raise ValueError(f"bnn_scale must be one of {BNN_SCALES}, got {self.bnn_scale!r}")
@@ -205,9 +214,12 @@ def _xnor(cfg: QuantConfig):
     return ScaledSignWeight(), SignInput()
 
 
+_ACT_FIELDS = ("act_shift_center", "act_shift_spread", "beta_init", "act_calibration")
+
+
 def _abc_fields(cfg: QuantConfig) -> tuple[str, ...]:
     weights = ("M", "shifts", "alpha_scope", "trainable_shifts")
-    acts = ("N", "act_shift_center", "act_shift_spread", "beta_init") if cfg.N else ("N",)
+    acts = ("N", *_ACT_FIELDS) if cfg.N else ("N",)
     return (*LAYER_FIELDS, *weights, *acts)
 
 
@@ -228,7 +240,7 @@ def _abc(cfg: QuantConfig):
 # training (binary activations first, then binary weights from that run: recipe=two_stage_1,
 # two_stage_2); not a deployable network of their own (the packed export refuses them).
 def _act_only_fields(cfg: QuantConfig) -> tuple[str, ...]:
-    return (*LAYER_FIELDS, "N", "act_shift_center", "act_shift_spread", "beta_init")
+    return (*LAYER_FIELDS, "N", *_ACT_FIELDS)
 
 
 def _needs_activation_bases(cfg: QuantConfig) -> None:

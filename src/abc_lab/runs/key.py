@@ -77,6 +77,7 @@ TEACHER_FIELD = "module.distill.teacher"
 # as this value (the behaviour of the code that wrote it).
 KEY_DEFAULTS: dict[str, Any] = {
     "quant.bnn_scale": "none",
+    "quant.act_calibration": None,
     "trainer.precision": "32-true",
     "trainer.gradient_clip_val": None,
     "module.param_groups.binary": None,

@@ -136,6 +136,7 @@ class RunRecorder(pl.Callback):
             "train_time": self._train_time,
             "train_samples": self._train_samples,
             "quant_params_init": self.record.get("quant_params_init") or {},
+            "act_calibration": (self.record.get("init") or {}).get("act_calibration"),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -151,6 +152,9 @@ class RunRecorder(pl.Callback):
         self._train_samples = int(state.get("train_samples", 0))
         if state.get("quant_params_init"):
             self.record["quant_params_init"] = state["quant_params_init"]
+        if state.get("act_calibration") and isinstance(self.record.get("init"), dict):
+            # a resumed run is not calibrated again; its record keeps the first start's fit
+            self.record["init"]["act_calibration"] = state["act_calibration"]
 
     # ------------------------------------------------------------------ hooks
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

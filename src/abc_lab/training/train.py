@@ -26,6 +26,7 @@ from ..console import make_console
 from ..data import DataError
 from ..errors import UserError
 from ..quant import QuantConfig, summarize
+from ..quant.calibrate import calibrate_activations
 from ..quant.functional import set_kernel
 from ..runs import derive_key, read_run
 from ..runs.key import distill_active
@@ -113,6 +114,10 @@ def active_teacher(cfg: DictConfig) -> str | None:
     distill = cfg.module.get("distill") or {}
     flat = {f"module.distill.{name}": value for name, value in distill.items()}
     return distill["teacher"] if distill_active(flat) else None
+
+
+# Training batches the activation quantizers are fitted on (quant.act_calibration).
+CALIBRATION_BATCHES = 8
 
 
 @dataclass
@@ -216,6 +221,37 @@ def build_model(cfg: DictConfig, checked: Checked) -> torch.nn.Module:
     return model
 
 
+def calibrate(model: torch.nn.Module, dm, mode: str) -> dict[str, Any]:
+    """Fit the ABC activation quantizers to the inputs they see (``quant.act_calibration``)
+    on the first CALIBRATION_BATCHES training batches; the random draws it makes (order,
+    augmentation) leave the training run's own random state as it was. Returns what the run
+    record keeps: the mode, the batch count and each layer's relative error before and after."""
+    with torch.random.fork_rng(devices=[]):
+        batches = []
+        for x, _ in dm.train_dataloader():
+            batches.append(x)
+            if len(batches) == CALIBRATION_BATCHES:
+                break
+        fits = calibrate_activations(model, batches, mode)
+    before = sum(f.error_before for f in fits) / max(len(fits), 1)
+    after = sum(f.error_after for f in fits) / max(len(fits), 1)
+    console.print(
+        f"activation calibration ({mode}): {len(fits)} layers on {len(batches)} batches, "
+        f"mean relative error {before:.3f} -> {after:.3f}"
+    )
+    return {
+        "mode": mode,
+        "batches": len(batches),
+        "layers": {
+            f.name: {
+                "error_before": round(f.error_before, 5),
+                "error_after": round(f.error_after, 5),
+            }
+            for f in fits
+        },
+    }
+
+
 def print_config_tree(cfg: DictConfig, run_dir: Path) -> None:
     """The composed config as a rich tree, printed and saved as config_tree.txt."""
     from rich.syntax import Syntax
@@ -242,6 +278,9 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     model = build_model(cfg, checked)
     dm = checked.datamodule
+    calibration = None
+    if checked.quant.act_calibration and checked.resume_path is None:
+        calibration = calibrate(model, dm, checked.quant.act_calibration)
     summary = summarize(model, dm.input_shape)
     if cfg.get("compile"):  # in place: state_dict keys and checkpoints stay those of the model
         model.compile(mode=cfg.compile if isinstance(cfg.compile, str) else None)
@@ -266,7 +305,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             "key": record_key(cfg, checked.quant),
             "quant": checked.quant.identity(),
             "overrides": command_overrides(),
-            "init": {"source": init_source(cfg.init_from)},
+            "init": {"source": init_source(cfg.init_from), "act_calibration": calibration},
             "distill": distill_record(active_teacher(cfg)),
             "config": OmegaConf.to_container(cfg, resolve=True),
             "summary": summary.totals(),

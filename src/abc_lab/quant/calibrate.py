@@ -1,0 +1,186 @@
+"""Data calibration of the ABC activation quantizers: each binarised layer's shifts v and
+scales β fitted to the inputs that layer sees, before training.
+
+The paper's activations R ≈ Σ_n β_n A_n, A_n = sign(R − t_n) with thresholds t_n = 0.5 − v_n,
+start from fixed v and β (``activation_shifts``, β = 1/N) whatever the layer's inputs are.
+A network started from trained fp weights hands each layer inputs whose spread differs from
+layer to layer, and SGD moves v and β only slowly. Calibration fits them by least squares,
+min E[(x − Σ_n β_n A_n(x))²] over the layer's inputs x on a few training batches, layer by
+layer in forward order, so each layer is fitted to what the already calibrated layers before
+it hand on.
+
+``act_calibration`` modes:
+- ``"beta"``: β only, the shifts as initialised (the STE windows stay where they were);
+- ``"shifts"``: thresholds and β; the thresholds stay evenly spaced, t_n = c + h·s_n with
+  s = linspace(-1, 1, N), their centre c and half-width h searched on a grid around the
+  inputs' mean and spread (the current thresholds compete too), β solved for each.
+
+For a sorted sample x_(1) ≤ … ≤ x_(n) and thresholds t, with k(t) the count below t:
+E[A_i A_j] = 1 − 2|k(t_i) − k(t_j)|/n and E[x A_i] = (Σx − 2 Σ_{x<t_i} x)/n, so every grid
+point costs a binary search, not a pass over the sample.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from .quantizers import ABCInput
+
+MODES = ("beta", "shifts")
+# Values per layer kept for the fit: enough for the quantiles that matter at N ≤ 8.
+SAMPLE = 1 << 18
+_CENTRES = torch.linspace(-0.5, 0.5, 21)  # in units of the inputs' std, around their mean
+_HALF_WIDTHS = torch.linspace(0.05, 3.0, 60)  # in units of the inputs' std
+
+
+@dataclass
+class ActivationFit:
+    """One layer's calibration: its fitted shifts and scales and the relative error of the
+    approximation, E[(x − Σβ A)²] / E[x²], before and after."""
+
+    name: str
+    v: Tensor
+    beta: Tensor
+    error_before: float
+    error_after: float
+
+
+class _Sorted:
+    """A sorted sample with prefix sums: least-squares fits of threshold bases in O(log n)."""
+
+    def __init__(self, x: Tensor) -> None:
+        self.x = torch.sort(x.detach().flatten().double()).values
+        self.n = self.x.numel()
+        self.prefix = torch.cat([self.x.new_zeros(1), torch.cumsum(self.x, 0)])
+        self.total = self.prefix[-1]
+        self.energy = float((self.x * self.x).mean())
+
+    def moments(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        """Gram matrices E[A Aᵀ] and E[x A] for thresholds ``t`` of shape (..., N)."""
+        k = torch.searchsorted(self.x, t.double().contiguous())
+        gram = 1.0 - 2.0 * (k[..., :, None] - k[..., None, :]).abs().double() / self.n
+        rhs = (self.total - 2.0 * self.prefix[k]) / self.n
+        return gram, rhs
+
+    def fit_beta(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        """Least-squares β for thresholds ``t`` (..., N) and the mean squared error of each."""
+        gram, rhs = self.moments(t)
+        beta = (torch.linalg.pinv(gram, hermitian=True) @ rhs.unsqueeze(-1)).squeeze(-1)
+        return beta, self.energy - (beta * rhs).sum(-1)
+
+    def error(self, t: Tensor, beta: Tensor) -> float:
+        """Mean squared error of Σ β_n sign(x − t_n) for the given (unfitted) β."""
+        gram, rhs = self.moments(t)
+        beta = beta.double()
+        return float(self.energy - 2.0 * (beta * rhs).sum() + beta @ gram @ beta)
+
+
+def fit_activation(x: Tensor, v: Tensor, beta: Tensor, mode: str) -> tuple[Tensor, Tensor]:
+    """Fitted (v, β) of one ABC activation quantizer for inputs ``x`` (any shape), starting
+    from its current ``v`` and ``beta``; see the module docstring for the modes."""
+    if mode not in MODES:
+        raise ValueError(f"act_calibration must be one of {MODES} or null, got {mode!r}")
+    sample = _Sorted(x)
+    t0 = 0.5 - v.detach().double()
+    if mode == "beta":
+        fitted, _ = sample.fit_beta(t0)
+        return v.detach().clone(), fitted.to(beta.dtype)
+    N = v.numel()
+    mean, std = float(sample.x.mean()), max(float(sample.x.std()), 1e-12)
+    centres = mean + std * _CENTRES.double()
+    if N == 1:
+        t = centres.view(-1, 1)
+    else:
+        steps = torch.linspace(-1.0, 1.0, N, dtype=torch.float64)
+        half = std * _HALF_WIDTHS.double()
+        t = (centres[:, None, None] + half[None, :, None] * steps).reshape(-1, N)
+    t = torch.cat([t0.view(1, N), t])  # the current thresholds compete too
+    betas, errors = sample.fit_beta(t)
+    best = int(torch.argmin(errors))
+    return (0.5 - t[best]).to(v.dtype), betas[best].to(beta.dtype)
+
+
+def _abc_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Layers (in registration order) whose input quantizer is ABC's."""
+    return [
+        (name, m)
+        for name, m in model.named_modules()
+        if isinstance(getattr(m, "input_quantizer", None), ABCInput)
+    ]
+
+
+def _copy(t: Tensor | None) -> Tensor | None:
+    return None if t is None else t.clone()
+
+
+class _Captured(Exception):
+    """Raised by the capture hook: the rest of the forward pass is not needed."""
+
+
+@torch.no_grad()
+def _inputs_of(model: nn.Module, layer: nn.Module, batches: list[Tensor]) -> Tensor:
+    """What ``layer`` receives (before its input quantizer) on ``batches``, subsampled."""
+    seen: list[Tensor] = []
+
+    def hook(_module, args):
+        seen.append(args[0].detach().flatten())
+        raise _Captured
+
+    handle = layer.register_forward_pre_hook(hook)
+    try:
+        for x in batches:
+            try:
+                model(x)
+            except _Captured:
+                pass
+    finally:
+        handle.remove()
+    flat = torch.cat(seen)
+    if flat.numel() > SAMPLE:
+        gen = torch.Generator().manual_seed(0)
+        flat = flat[torch.randperm(flat.numel(), generator=gen)[:SAMPLE]]
+    return flat
+
+
+@torch.no_grad()
+def calibrate_activations(
+    model: nn.Module, batches: Iterable[Tensor], mode: str
+) -> list[ActivationFit]:
+    """Fit v and β of every ABC activation quantizer of ``model`` to its inputs on
+    ``batches`` (input tensors), layer by layer in forward order; returns one
+    :class:`ActivationFit` per layer. The model runs in training mode, as the first steps
+    will (BatchNorm on batch statistics), with its running statistics left as they were."""
+    if mode not in MODES:
+        raise ValueError(f"act_calibration must be one of {MODES} or null, got {mode!r}")
+    batches = list(batches)
+    if not batches:
+        raise ValueError("activation calibration needs at least one batch")
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(m.momentum, m.training, _copy(m.num_batches_tracked)) for m in norms]
+    was_training = model.training
+    model.train()
+    for m in norms:
+        m.momentum = 0.0  # batch statistics in use, running statistics untouched
+    fits = []
+    try:
+        for name, layer in _abc_layers(model):
+            q = layer.input_quantizer
+            x = _inputs_of(model, layer, batches)
+            before = _Sorted(x)
+            err0 = before.error(0.5 - q.v.double(), q.beta) / max(before.energy, 1e-30)
+            v, beta = fit_activation(x, q.v, q.beta, mode)
+            q.v.copy_(v)
+            q.beta.copy_(beta)
+            err1 = before.error(0.5 - q.v.double(), q.beta) / max(before.energy, 1e-30)
+            fits.append(ActivationFit(name, v.clone(), beta.clone(), err0, err1))
+    finally:
+        for m, (momentum, training, tracked) in zip(norms, saved, strict=True):
+            m.momentum = momentum
+            m.train(training)
+            m.num_batches_tracked = tracked
+        model.train(was_training)
+    return fits

@@ -1,0 +1,97 @@
+"""Activation calibration: v and β of the ABC activation quantizers fitted to data."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from abc_lab.models import build_model
+from abc_lab.quant import ABCInput, QuantConfig, quantize_model
+from abc_lab.quant import functional as QF
+from abc_lab.quant.calibrate import _Sorted, calibrate_activations, fit_activation
+
+SPEC = {"name": "resnet20", "num_classes": 10, "in_channels": 1, "input_size": 28}
+
+
+def brute_error(x: torch.Tensor, v: torch.Tensor, beta: torch.Tensor) -> float:
+    """E[(x − Σ β_n A_n(x))²] / E[x²] computed the long way, with the quantizer's own forward."""
+    approx = QF.abc_activation(x, v, beta)
+    return float(((x - approx) ** 2).mean() / (x * x).mean())
+
+
+@pytest.mark.parametrize("N", [1, 3, 5])
+def test_fitted_beta_of_a_standard_normal_is_the_closed_form_one(N):
+    x = torch.randn(400_000, generator=torch.Generator().manual_seed(0))
+    v = QF.activation_shifts(N)
+    fitted_v, beta = fit_activation(x, v, torch.full((N,), 1.0 / N), "beta")
+    assert torch.equal(fitted_v, v)  # "beta" leaves the shifts (and their STE windows) alone
+    assert beta == pytest.approx(QF.gaussian_beta(v), abs=0.005)
+
+
+@pytest.mark.parametrize("N", [1, 2, 3, 5])
+def test_fitted_shifts_beat_the_defaults_and_the_fast_error_is_the_true_one(N):
+    gen = torch.Generator().manual_seed(1)
+    x = 2.5 * torch.randn(100_000, generator=gen) + 0.4  # wider and shifted: not N(0, 1)
+    v0, b0 = QF.activation_shifts(N), torch.full((N,), 1.0 / N)
+    _, b_only = fit_activation(x, v0, b0, "beta")
+    v, beta = fit_activation(x, v0, b0, "shifts")
+    default, beta_fit, full = (
+        brute_error(x, v0, b0),
+        brute_error(x, v0, b_only),
+        brute_error(x, v, beta),
+    )
+    assert full <= beta_fit + 1e-6 and beta_fit < default
+    sample = _Sorted(x)
+    assert sample.error(0.5 - v.double(), beta) / sample.energy == pytest.approx(full, rel=1e-4)
+    if N > 1:  # the thresholds stay ordered and evenly spaced
+        t = 0.5 - v
+        assert torch.all(t[1:] > t[:-1])
+        assert torch.allclose(t[1:] - t[:-1], (t[1] - t[0]).expand(N - 1), atol=1e-5)
+
+
+def test_bad_modes_are_rejected():
+    with pytest.raises(ValueError, match="act_calibration must be"):
+        fit_activation(torch.randn(10), torch.zeros(1), torch.ones(1), "minmax")
+    with pytest.raises(ValueError, match="act_calibration must be"):
+        QuantConfig(name="abc", act_calibration="minmax")
+    assert "act_calibration" in QuantConfig(name="abc", N=2).used_fields()
+    assert "act_calibration" not in QuantConfig(name="abc", N=0).used_fields()
+    assert "act_calibration" not in QuantConfig(name="xnor").used_fields()
+
+
+def _model(N: int = 2) -> nn.Module:
+    torch.manual_seed(0)
+    model = quantize_model(build_model(**SPEC), QuantConfig(name="abc", M=2, N=N))
+    return model
+
+
+@pytest.mark.parametrize("mode", ["beta", "shifts"])
+def test_calibration_fits_every_layer_in_forward_order_and_leaves_bn_alone(mode):
+    model = _model()
+    gen = torch.Generator().manual_seed(2)
+    batches = [torch.randn(8, 1, 28, 28, generator=gen) for _ in range(2)]
+    norms = {n: (m.running_mean.clone(), m.running_var.clone(), int(m.num_batches_tracked))
+             for n, m in model.named_modules() if isinstance(m, nn.BatchNorm2d)}  # fmt: skip
+    model.eval()
+    fits = calibrate_activations(model, batches, mode)
+    quantizers = [n for n, m in model.named_modules() if isinstance(m, ABCInput)]
+    assert [f"{f.name}.input_quantizer" for f in fits] == quantizers and len(fits) == 18
+    for f in fits:
+        assert f.error_after < f.error_before
+    assert not model.training  # its mode is given back
+    for n, m in model.named_modules():
+        if isinstance(m, nn.BatchNorm2d):
+            mean, var, tracked = norms[n]
+            assert torch.equal(m.running_mean, mean) and torch.equal(m.running_var, var)
+            assert int(m.num_batches_tracked) == tracked
+    # each layer was fitted to what the calibrated layers before it hand on: a second pass
+    # finds every layer already fitted
+    again = calibrate_activations(model, batches, mode)
+    for first, second in zip(fits, again, strict=True):
+        assert second.error_before == pytest.approx(first.error_after, rel=1e-5, abs=1e-9)
+
+
+def test_calibration_needs_batches():
+    with pytest.raises(ValueError, match="at least one batch"):
+        calibrate_activations(_model(), [], "beta")
