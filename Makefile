@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 FMNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: install data test test-slurm lint demo study recipes recipe-study recipe-study-2 engine-check bench device-check clean
+.PHONY: install data test test-slurm lint demo study recipes recipe-study recipe-study-2 recipe-study-3 engine-check bench device-check clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -96,28 +96,49 @@ recipe-study: install data
 	  --name fashion-mnist-recipe-study --keep-records \
 	  --notes reports/fashion-mnist-recipe-study/findings.md
 
+# $(call copy_runs,FROM,TO,VARIANTS,MAKE TARGET): the finished run of each
+# variant=recipe_study/<v> in sweep FROM's runs directory, copied into sweep TO's runs
+# directory as <v> (left as it is if already there); stops naming MAKE TARGET if one is missing.
+define copy_runs
+	@from="$$($(VENV)/bin/abc-lab sweep $(1) --where)/runs"; \
+	to="$$($(VENV)/bin/abc-lab sweep $(2) --where)/runs"; mkdir -p "$$to"; \
+	for v in $(3); do \
+	  [ -f "$$to/$$v/results.json" ] && continue; \
+	  src=$$(grep -l '"variant": "recipe_study/'$$v'"' "$$from"/*/results.json 2>/dev/null \
+	    | xargs -r grep -l '"status": "finished"' | head -n 1); \
+	  if [ -z "$$src" ]; then \
+	    echo "no finished run of variant=recipe_study/$$v in $$from: run make $(4) first" >&2; \
+	    exit 1; \
+	  fi; \
+	  cp -a "$$(dirname "$$src")" "$$to/$$v"; echo "copied $$v: $$(dirname "$$src")"; \
+	done
+endef
+
 # The recipe study again with Adam 1e-3 (instead of 1e-4) for the latent binary weights
 # (sweeps/fmnist_recipe_study_2.yaml, 13 binary trainings): its baselines and starts are the
 # recipe study's three fp runs, copied into its runs directory (so `make recipe-study` must
 # have trained them); resumable; then the report in reports/fashion-mnist-recipe-study-2/.
 RECIPE_STUDY_2 := sweeps/fmnist_recipe_study_2.yaml
 recipe-study-2: install data
-	@from="$$($(VENV)/bin/abc-lab sweep $(RECIPE_STUDY) --where)/runs"; \
-	to="$$($(VENV)/bin/abc-lab sweep $(RECIPE_STUDY_2) --where)/runs"; mkdir -p "$$to"; \
-	for v in fp fp_seed1 fp_seed2; do \
-	  [ -f "$$to/$$v/results.json" ] && continue; \
-	  src=$$(grep -l '"variant": "recipe_study/'$$v'"' "$$from"/*/results.json 2>/dev/null \
-	    | xargs -r grep -l '"status": "finished"' | head -n 1); \
-	  if [ -z "$$src" ]; then \
-	    echo "no finished run of variant=recipe_study/$$v in $$from: run make recipe-study first" >&2; \
-	    exit 1; \
-	  fi; \
-	  cp -a "$$(dirname "$$src")" "$$to/$$v"; echo "baseline $$v: $$(dirname "$$src")"; \
-	done
+	$(call copy_runs,$(RECIPE_STUDY),$(RECIPE_STUDY_2),fp fp_seed1 fp_seed2,recipe-study)
 	$(VENV)/bin/abc-lab sweep $(RECIPE_STUDY_2) --retry-failed
 	$(VENV)/bin/abc-lab report "$$($(VENV)/bin/abc-lab sweep $(RECIPE_STUDY_2) --where)/runs" \
 	  --name fashion-mnist-recipe-study-2 --keep-records \
 	  --notes reports/fashion-mnist-recipe-study-2/findings.md
+
+# The second recipe study with the ABC activation quantizers calibrated before fine-tuning
+# (sweeps/fmnist_recipe_study_3.yaml, 11 trainings): its baselines and starts are the recipe
+# study's fp runs, and the runs calibration cannot change (xnor, bnn) are the second study's;
+# all are copied into its runs directory. Resumable; then the report in
+# reports/fashion-mnist-recipe-study-3/.
+RECIPE_STUDY_3 := sweeps/fmnist_recipe_study_3.yaml
+recipe-study-3: install data
+	$(call copy_runs,$(RECIPE_STUDY),$(RECIPE_STUDY_3),fp fp_seed1 fp_seed2,recipe-study)
+	$(call copy_runs,$(RECIPE_STUDY_2),$(RECIPE_STUDY_3),xnor bnn,recipe-study-2)
+	$(VENV)/bin/abc-lab sweep $(RECIPE_STUDY_3) --retry-failed
+	$(VENV)/bin/abc-lab report "$$($(VENV)/bin/abc-lab sweep $(RECIPE_STUDY_3) --where)/runs" \
+	  --name fashion-mnist-recipe-study-3 --keep-records \
+	  --notes reports/fashion-mnist-recipe-study-3/findings.md
 
 # The bitwise engine on trained runs: short trainings (far from converged, which does not
 # matter for exactness), each exported and evaluated on the full Fashion-MNIST test set;

@@ -12,7 +12,7 @@ from omegaconf import OmegaConf, open_dict, read_write
 from abc_lab.errors import UserError
 from abc_lab.sweeps.spec import load_spec
 from abc_lab.training.checkpoints import run_checkpoint
-from abc_lab.training.train import train
+from abc_lab.training.train import quant_config, record_key, train
 
 REPO = Path(__file__).resolve().parents[2]
 VARIANTS = sorted(p.stem for p in (REPO / "conf" / "variant").glob("*.yaml"))
@@ -154,6 +154,31 @@ def test_second_recipe_study_reruns_every_binary_variant_with_the_faster_binary_
     assert group.lr > before.lr  # the one change to the recipe
     rest = lambda c: {k: v for k, v in c.module.items() if k != "param_groups"}  # noqa: E731
     assert rest(cfg) == rest(first) and cfg.trainer.max_epochs == first.trainer.max_epochs
+
+
+def test_third_recipe_study_adds_activation_calibration_to_the_second(compose_cfg):
+    second = load_spec(REPO / "sweeps" / "fmnist_recipe_study_2.yaml")
+    third = load_spec(REPO / "sweeps" / "fmnist_recipe_study_3.yaml")
+    values = third.raw["parameters"]["variant"]["values"]
+    # the second study's variants less xnor and bnn, whose finished runs it copies (`make
+    # recipe-study-3`): calibration reads only ABC activation quantizers
+    copied = ["recipe_study/xnor", "recipe_study/bnn"]
+    before = second.raw["parameters"]["variant"]["values"]
+    assert sorted(values) == sorted(v for v in before if v not in copied)
+    assert third.grid_size() == 11
+    fixed = lambda spec: {k: v["value"] for k, v in spec.raw["parameters"].items() if "value" in v}  # noqa: E731
+    assert fixed(third) == {**fixed(second), "quant.act_calibration": "shifts"}  # the one change
+    keys = {}
+    for spec in (second, third):
+        for name in ["recipe_study/abc_3_3", *copied, "recipe_study/bwn"]:
+            start = ["init_from=/fp/best.ckpt", "module.distill.teacher=/fp/best.ckpt"]
+            cfg, _ = compose_cfg(*spec.run_overrides({**fixed(spec), "variant": name}), *start)
+            keys[spec.name, name] = record_key(cfg, quant_config(cfg))
+    for name in [*copied, "recipe_study/bwn"]:  # the same runs in both studies
+        assert keys[second.name, name] == keys[third.name, name]
+    abc = "recipe_study/abc_3_3"
+    assert keys[third.name, abc]["quant.act_calibration"] == "shifts"
+    assert keys[second.name, abc]["quant.act_calibration"] is None
 
 
 def _as_run(cfg, run_dir: Path):
