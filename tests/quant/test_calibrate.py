@@ -95,3 +95,12 @@ def test_calibration_fits_every_layer_in_forward_order_and_leaves_bn_alone(mode)
 def test_calibration_needs_batches():
     with pytest.raises(ValueError, match="at least one batch"):
         calibrate_activations(_model(), [], "beta")
+
+
+@pytest.mark.parametrize(
+    "t, share", [([0.0], 1 / 6), ([-1.0, 0.0, 1.0], 3 / 6), ([-0.25, 0.25], 1.5 / 6),
+                 ([-2.0, 2.0], 2 / 6), ([-2.9, 5.0], 0.6 / 6)]
+)  # fmt: skip
+def test_share_of_inputs_inside_the_ste_windows(t, share):
+    sample = _Sorted(torch.linspace(-3.0, 3.0, 600_001))  # uniform on [-3, 3]
+    assert sample.in_windows(torch.tensor(t)) == pytest.approx(share, abs=1e-4)

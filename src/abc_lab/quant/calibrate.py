@@ -39,14 +39,17 @@ _HALF_WIDTHS = torch.linspace(0.05, 3.0, 60)  # in units of the inputs' std
 
 @dataclass
 class ActivationFit:
-    """One layer's calibration: its fitted shifts and scales and the relative error of the
-    approximation, E[(x − Σβ A)²] / E[x²], before and after."""
+    """One layer's calibration: its fitted shifts and scales, the relative error of the
+    approximation, E[(x − Σβ A)²] / E[x²], and the share of inputs inside some base's STE
+    window (where gradients pass), before and after."""
 
     name: str
     v: Tensor
     beta: Tensor
     error_before: float
     error_after: float
+    window_before: float
+    window_after: float
 
 
 class _Sorted:
@@ -71,6 +74,21 @@ class _Sorted:
         gram, rhs = self.moments(t)
         beta = (torch.linalg.pinv(gram, hermitian=True) @ rhs.unsqueeze(-1)).squeeze(-1)
         return beta, self.energy - (beta * rhs).sum(-1)
+
+    def in_windows(self, t: Tensor) -> float:
+        """Share of the sample inside the union of the STE windows [t_n − 0.5, t_n + 0.5]."""
+        edges = sorted((float(c) - 0.5, float(c) + 0.5) for c in t)
+        merged: list[list[float]] = []
+        for lo, hi in edges:
+            if merged and lo <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], hi)
+            else:
+                merged.append([lo, hi])
+        bounds = torch.tensor(merged, dtype=torch.float64)
+        inside = torch.searchsorted(self.x, bounds[:, 1], right=True) - torch.searchsorted(
+            self.x, bounds[:, 0]
+        )
+        return float(inside.sum()) / self.n
 
     def error(self, t: Tensor, beta: Tensor) -> float:
         """Mean squared error of Σ β_n sign(x − t_n) for the given (unfitted) β."""
@@ -170,13 +188,25 @@ def calibrate_activations(
         for name, layer in _abc_layers(model):
             q = layer.input_quantizer
             x = _inputs_of(model, layer, batches)
-            before = _Sorted(x)
-            err0 = before.error(0.5 - q.v.double(), q.beta) / max(before.energy, 1e-30)
+            sample = _Sorted(x)
+            t0 = 0.5 - q.v.double()
+            err0 = sample.error(t0, q.beta) / max(sample.energy, 1e-30)
             v, beta = fit_activation(x, q.v, q.beta, mode)
             q.v.copy_(v)
             q.beta.copy_(beta)
-            err1 = before.error(0.5 - q.v.double(), q.beta) / max(before.energy, 1e-30)
-            fits.append(ActivationFit(name, v.clone(), beta.clone(), err0, err1))
+            t1 = 0.5 - q.v.double()
+            err1 = sample.error(t1, q.beta) / max(sample.energy, 1e-30)
+            fits.append(
+                ActivationFit(
+                    name,
+                    v.clone(),
+                    beta.clone(),
+                    err0,
+                    err1,
+                    sample.in_windows(t0),
+                    sample.in_windows(t1),
+                )  # fmt: skip
+            )
     finally:
         for m, (momentum, training, tracked) in zip(norms, saved, strict=True):
             m.momentum = momentum

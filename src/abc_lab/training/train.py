@@ -118,6 +118,7 @@ def active_teacher(cfg: DictConfig) -> str | None:
 
 # Training batches the activation quantizers are fitted on (quant.act_calibration).
 CALIBRATION_BATCHES = 8
+CALIBRATION_KEYS = ("error_before", "error_after", "window_before", "window_after")
 
 
 @dataclass
@@ -233,23 +234,16 @@ def calibrate(model: torch.nn.Module, dm, mode: str) -> dict[str, Any]:
             if len(batches) == CALIBRATION_BATCHES:
                 break
         fits = calibrate_activations(model, batches, mode)
-    before = sum(f.error_before for f in fits) / max(len(fits), 1)
-    after = sum(f.error_after for f in fits) / max(len(fits), 1)
-    console.print(
-        f"activation calibration ({mode}): {len(fits)} layers on {len(batches)} batches, "
-        f"mean relative error {before:.3f} -> {after:.3f}"
-    )
-    return {
-        "mode": mode,
-        "batches": len(batches),
-        "layers": {
-            f.name: {
-                "error_before": round(f.error_before, 5),
-                "error_after": round(f.error_after, 5),
-            }
-            for f in fits
-        },
+    layers = {
+        f.name: {field: round(getattr(f, field), 5) for field in CALIBRATION_KEYS} for f in fits
     }
+    mean = {k: sum(v[k] for v in layers.values()) / max(len(layers), 1) for k in CALIBRATION_KEYS}
+    console.print(
+        f"activation calibration ({mode}): {len(fits)} layers on {len(batches)} batches; "
+        f"mean relative error {mean['error_before']:.3f} -> {mean['error_after']:.3f}, "
+        f"inputs inside an STE window {mean['window_before']:.0%} -> {mean['window_after']:.0%}"
+    )
+    return {"mode": mode, "batches": len(batches), "layers": layers}
 
 
 def print_config_tree(cfg: DictConfig, run_dir: Path) -> None:
