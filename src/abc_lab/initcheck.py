@@ -33,6 +33,7 @@ ACT_INITS = {
     "lsq": ("lsq", None),
     "fit-beta": (None, "beta"),
     "fit-shifts": (None, "shifts"),
+    "fit-shifts-bn": (None, "shifts_bn"),  # the same function as fit-shifts, other STE windows
 }
 
 

@@ -104,3 +104,50 @@ def test_calibration_needs_batches():
 def test_share_of_inputs_inside_the_ste_windows(t, share):
     sample = _Sorted(torch.linspace(-3.0, 3.0, 600_001))  # uniform on [-3, 3]
     assert sample.in_windows(torch.tensor(t)) == pytest.approx(share, abs=1e-4)
+
+
+def test_shifts_bn_rescales_each_layers_batchnorm_and_keeps_the_function():
+    gen = torch.Generator().manual_seed(3)
+    batches = [torch.randn(8, 1, 28, 28, generator=gen) for _ in range(2)]
+    plain, folded = _model(N=3), _model(N=3)
+    fits_plain = calibrate_activations(plain, batches, "shifts")
+    fits = calibrate_activations(folded, batches, "shifts_bn")
+    # every binarised conv of this ResNet reads a BatchNorm that nothing else reads
+    assert all(f.bn_scale is not None and f.bn_scale > 0 for f in fits)
+    assert all(f.bn_scale is None for f in fits_plain)
+    for f, p in zip(fits, fits_plain, strict=True):
+        t = 0.5 - f.v
+        assert torch.allclose(t[1:] - t[:-1], torch.ones(2), atol=1e-4)  # thresholds 1 apart
+        assert torch.allclose(t, f.bn_scale * (0.5 - p.v), atol=1e-4)
+        assert torch.equal(f.beta, p.beta) and f.error_after == p.error_after
+        assert f.window_after >= p.window_after  # the windows tile: at least as much gradient
+    # the same function: equal outputs in training and in eval mode
+    for mode in (True, False):
+        plain.train(mode), folded.train(mode)
+        with torch.no_grad():
+            a, b = plain(batches[1]), folded(batches[1])
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-4)
+        assert torch.equal(a.argmax(1), b.argmax(1))
+
+
+def test_shifts_bn_leaves_a_batchnorm_that_other_modules_read():
+    class Shared(nn.Module):
+        """A BatchNorm whose output a binarised conv and a float conv both read."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.bn = nn.BatchNorm2d(4)
+            self.conv = nn.Conv2d(4, 4, 3, padding=1)
+            self.side = nn.Conv2d(4, 4, 1)
+
+        def forward(self, x):
+            h = self.bn(x)
+            return (self.conv(h) + self.side(h)).mean((2, 3))
+
+    torch.manual_seed(0)
+    model = quantize_model(
+        Shared(), QuantConfig(name="abc", M=1, N=3, keep_first=False, keep_fp=["side"])
+    )
+    weight = model.bn.weight.clone()
+    (fit,) = calibrate_activations(model, [torch.randn(8, 4, 6, 6)], "shifts_bn")
+    assert fit.bn_scale is None and torch.equal(model.bn.weight, weight)

@@ -33,7 +33,8 @@ def main(argv: list[str]) -> int:
         choices=list(ACT_INITS),
         help="how the ABC activation quantizers start: β = 1/N, β fitted to N(0, 1) (lsq), or "
         "fitted to each layer's inputs on the recalibration batches (fit-beta; fit-shifts: "
-        "shifts and β; quant.act_calibration) (default: %(default)s)",
+        "shifts and β; fit-shifts-bn: the same, its BatchNorm rescaled; quant.act_calibration) "
+        "(default: %(default)s)",
     )
     p.add_argument("--images", type=int, default=5000, help="validation images evaluated")
     p.add_argument("--recal-batches", type=int, default=20, help="training batches for BN")

@@ -14,6 +14,14 @@ it hand on.
 - ``"shifts"``: thresholds and β; the thresholds stay evenly spaced, t_n = c + h·s_n with
   s = linspace(-1, 1, N), their centre c and half-width h searched on a grid around the
   inputs' mean and spread (the current thresholds compete too), β solved for each.
+- ``"shifts_bn"``: as ``"shifts"``, then the BatchNorm whose output only this layer reads is
+  rescaled by k (its weight and bias), and the thresholds with it, so that neighbouring
+  thresholds lie 1 apart (one threshold: 1 = two standard deviations of the inputs). The
+  network computes the same function (sign(kx − kt) = sign(x − t)), but the straight-through
+  estimator's windows, 1 wide around each threshold (the paper's clip(x + v, 0, 1)), now
+  tile the inputs' range instead of leaving gaps between thresholds that lie wider apart.
+  A layer whose input is not such a BatchNorm's output keeps the ``"shifts"`` fit; the
+  rescaling is undone where the network's output would change.
 
 For a sorted sample x_(1) ≤ … ≤ x_(n) and thresholds t, with k(t) the count below t:
 E[A_i A_j] = 1 − 2|k(t_i) − k(t_j)|/n and E[x A_i] = (Σx − 2 Σ_{x<t_i} x)/n, so every grid
@@ -28,9 +36,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from .quantizers import ABCInput
+from .quantizers import ABCInput, InputQuantizer, WeightQuantizer
 
-MODES = ("beta", "shifts")
+MODES = ("beta", "shifts", "shifts_bn")
 # Values per layer kept for the fit: enough for the quantiles that matter at N ≤ 8.
 SAMPLE = 1 << 18
 _CENTRES = torch.linspace(-0.5, 0.5, 21)  # in units of the inputs' std, around their mean
@@ -50,6 +58,7 @@ class ActivationFit:
     error_after: float
     window_before: float
     window_after: float
+    bn_scale: float | None = None  # "shifts_bn": the factor its BatchNorm was rescaled by
 
 
 class _Sorted:
@@ -75,19 +84,17 @@ class _Sorted:
         beta = (torch.linalg.pinv(gram, hermitian=True) @ rhs.unsqueeze(-1)).squeeze(-1)
         return beta, self.energy - (beta * rhs).sum(-1)
 
-    def in_windows(self, t: Tensor) -> float:
-        """Share of the sample inside the union of the STE windows [t_n − 0.5, t_n + 0.5]."""
-        edges = sorted((float(c) - 0.5, float(c) + 0.5) for c in t)
+    def in_windows(self, t: Tensor, half: float = 0.5) -> float:
+        """Share of the sample inside the union of the STE windows [t_n − half, t_n + half]."""
+        edges = sorted((float(c) - half, float(c) + half) for c in t)
         merged: list[list[float]] = []
         for lo, hi in edges:
             if merged and lo <= merged[-1][1]:
                 merged[-1][1] = max(merged[-1][1], hi)
             else:
                 merged.append([lo, hi])
-        bounds = torch.tensor(merged, dtype=torch.float64)
-        inside = torch.searchsorted(self.x, bounds[:, 1], right=True) - torch.searchsorted(
-            self.x, bounds[:, 0]
-        )
+        lo, hi = torch.tensor(merged, dtype=torch.float64).T.contiguous()
+        inside = torch.searchsorted(self.x, hi, right=True) - torch.searchsorted(self.x, lo)
         return float(inside.sum()) / self.n
 
     def error(self, t: Tensor, beta: Tensor) -> float:
@@ -107,6 +114,11 @@ def fit_activation(x: Tensor, v: Tensor, beta: Tensor, mode: str) -> tuple[Tenso
     if mode == "beta":
         fitted, _ = sample.fit_beta(t0)
         return v.detach().clone(), fitted.to(beta.dtype)
+    return _fit_shifts(sample, t0, v, beta)
+
+
+def _fit_shifts(sample: _Sorted, t0: Tensor, v: Tensor, beta: Tensor) -> tuple[Tensor, Tensor]:
+    """Evenly spaced thresholds searched on the grid, the current ones among them."""
     N = v.numel()
     mean, std = float(sample.x.mean()), max(float(sample.x.std()), 1e-12)
     centres = mean + std * _CENTRES.double()
@@ -165,6 +177,63 @@ def _inputs_of(model: nn.Module, layer: nn.Module, batches: list[Tensor]) -> Ten
 
 
 @torch.no_grad()
+def _sole_norms(model: nn.Module, batch: Tensor) -> dict[nn.Module, nn.Module]:
+    """For each ABC layer whose input is the output of an affine BatchNorm that no other
+    module reads: that BatchNorm (one forward pass with hooks; consumers outside modules
+    are not seen, which is why the rescaling is checked on the network's output too)."""
+    produced: dict[int, tuple[nn.Module, Tensor]] = {}
+    readers: dict[int, list[nn.Module]] = {}
+
+    def record_output(module, _args, out):
+        produced[id(out)] = (module, out)  # the tensor is kept, so its id stays unique
+
+    def record_input(module, args):
+        for a in args:
+            if isinstance(a, Tensor) and id(a) in produced:
+                readers.setdefault(id(a), []).append(module)
+
+    handles = []
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine:
+            handles.append(m.register_forward_hook(record_output))
+        if isinstance(getattr(m, "input_quantizer", None), ABCInput) or (
+            not list(m.children()) and not isinstance(m, InputQuantizer | WeightQuantizer)
+        ):  # an ABC layer, or a leaf module other than a quantizer inside a layer
+            handles.append(m.register_forward_pre_hook(record_input))
+    try:
+        model(batch)
+    finally:
+        for h in handles:
+            h.remove()
+    sole = {}
+    for key, (norm, _) in produced.items():
+        found = readers.get(key, [])
+        if len(found) == 1 and isinstance(getattr(found[0], "input_quantizer", None), ABCInput):
+            sole[found[0]] = norm
+    return sole
+
+
+def _rescale(norm: nn.Module, q: ABCInput, k: float) -> None:
+    """Scale ``norm``'s output by k and the thresholds 0.5 − v of ``q`` with it."""
+    norm.weight.mul_(k)
+    norm.bias.mul_(k)
+    q.v.copy_(0.5 - k * (0.5 - q.v))
+
+
+def _bn_factor(t: Tensor, sample: _Sorted) -> float:
+    """k that puts neighbouring thresholds 1 apart (one threshold: two input std to 1)."""
+    spacing = float(t[1] - t[0]) if t.numel() > 1 else 2.0 * float(sample.x.std())
+    return 1.0 / max(spacing, 1e-6)
+
+
+def _same_output(a: Tensor, b: Tensor) -> bool:
+    scale = float(a.abs().max()) or 1.0
+    return (
+        bool(torch.equal(a.argmax(1), b.argmax(1))) and float((a - b).abs().max()) <= 1e-3 * scale
+    )
+
+
+@torch.no_grad()
 def calibrate_activations(
     model: nn.Module, batches: Iterable[Tensor], mode: str
 ) -> list[ActivationFit]:
@@ -185,6 +254,7 @@ def calibrate_activations(
         m.momentum = 0.0  # batch statistics in use, running statistics untouched
     fits = []
     try:
+        sole = _sole_norms(model, batches[0]) if mode == "shifts_bn" else {}
         for name, layer in _abc_layers(model):
             q = layer.input_quantizer
             x = _inputs_of(model, layer, batches)
@@ -196,15 +266,24 @@ def calibrate_activations(
             q.beta.copy_(beta)
             t1 = 0.5 - q.v.double()
             err1 = sample.error(t1, q.beta) / max(sample.energy, 1e-30)
+            k = _bn_factor(t1, sample) if layer in sole else None
+            if k is not None:
+                reference = model(batches[0])
+                _rescale(sole[layer], q, k)
+                if not _same_output(reference, model(batches[0])):
+                    _rescale(sole[layer], q, 1.0 / k)
+                    k = None
+            half = 0.5 if k is None else 0.5 / k  # the windows in the inputs' own units
             fits.append(
                 ActivationFit(
                     name,
-                    v.clone(),
-                    beta.clone(),
+                    q.v.detach().clone(),
+                    q.beta.detach().clone(),
                     err0,
                     err1,
                     sample.in_windows(t0),
-                    sample.in_windows(t1),
+                    sample.in_windows(t1, half),
+                    k,
                 )  # fmt: skip
             )
     finally:

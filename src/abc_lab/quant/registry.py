@@ -84,7 +84,7 @@ class QuantConfig:
     activations, the paper's weight-only rows). shifts: weight shifts u (default
     evenly spread in [-1, 1]). alpha_scope: "layer" (paper) or "channel". act_shift_center /
     act_shift_spread: initial v (see ``activation_shifts``). act_calibration: null, or "beta" /
-    "shifts" to fit β (and the shifts) to each layer's inputs before training
+    "shifts" / "shifts_bn" to fit β (and the shifts) to each layer's inputs before training
     (``calibrate.py``). keep_first / keep_last: leave the
     first conv and the last linear layer in full precision. keep_fp: extra module-name
     patterns (fnmatch) to leave in full precision; by default the 1x1 shortcut convs
@@ -102,7 +102,7 @@ class QuantConfig:
     act_shift_center: float = 0.5
     act_shift_spread: float = 1.0
     beta_init: float | str | None = None  # None: 1/N; a number; "lsq": fit to N(0, 1)
-    act_calibration: str | None = None  # None | "beta" | "shifts": fit to data (calibrate.py)
+    act_calibration: str | None = None  # None | beta | shifts | shifts_bn (calibrate.py)
     keep_first: bool = True
     keep_last: bool = True
     keep_fp: list[str] = field(default_factory=lambda: ["*downsample*"])
