@@ -187,6 +187,7 @@ def test_activation_calibration_starts_the_run_from_fitted_v_and_beta(
     assert len(layers) == 18
     assert all(f["error_after"] < f["error_before"] for f in layers.values())
     assert all(0 < f["window_before"] <= 1 and 0 < f["window_after"] <= 1 for f in layers.values())
+    assert not any("bn_scale" in f for f in layers.values())  # only shifts_bn rescales
     # training started from the fitted β, not 1/N; the shifts were left as initialised
     start = record["quant_params_init"]
     assert any(p["beta"] != pytest.approx([0.5, 0.5]) for p in start.values())

@@ -235,7 +235,11 @@ def calibrate(model: torch.nn.Module, dm, mode: str) -> dict[str, Any]:
                 break
         fits = calibrate_activations(model, batches, mode)
     layers = {
-        f.name: {field: round(getattr(f, field), 5) for field in CALIBRATION_KEYS} for f in fits
+        f.name: {
+            **{field: round(getattr(f, field), 5) for field in CALIBRATION_KEYS},
+            **({} if f.bn_scale is None else {"bn_scale": round(f.bn_scale, 5)}),
+        }
+        for f in fits
     }
     mean = {k: sum(v[k] for v in layers.values()) / max(len(layers), 1) for k in CALIBRATION_KEYS}
     console.print(
