@@ -10,7 +10,7 @@ from abc_lab.initcheck import evaluate, init_check, parse_quant
 from abc_lab.training.train import train
 
 
-def test_init_check_quantizes_the_fp_weights_and_recalibrates_bn(compose_cfg, capsys):
+def test_init_check_quantizes_the_fp_weights_and_recalibrates_bn(compose_cfg, capsys, monkeypatch):
     cfg, run_dir = compose_cfg("quant=fp", "test=false")
     record = train(cfg, run_dir)
     inits = ["1/N", "lsq", "fit-beta", "fit-shifts"]
@@ -45,11 +45,12 @@ def test_init_check_quantizes_the_fp_weights_and_recalibrates_bn(compose_cfg, ca
         direct = float(torch.nn.functional.cross_entropy(model(x), y))
     assert results[0].loss_loaded == pytest.approx(direct, rel=1e-4)
 
+    monkeypatch.setenv("COLUMNS", "120")  # the table's content, whatever the terminal
     assert main(["init-check", str(run_dir), "--quant", "abc:1:1", "--images", "32",
                  "--recal-batches", "1", "--act-init", "lsq", "fit-beta"]) == 0  # fmt: skip
     out = capsys.readouterr().out
-    assert "abc(1,1)" in out and "lsq" in out and "BN recalibrated" in out and "loss" in out
-    assert "fit-beta" in out
+    assert "abc(1,1)" in out and "lsq" in out and "fit-beta" in out and "loss" in out
+    assert "BatchNorm statistics recalibrated on 1 training batches" in " ".join(out.split())
 
 
 @pytest.mark.parametrize(

@@ -51,12 +51,13 @@ def main(argv: list[str]) -> int:
         console.print(f"[bold red]error:[/] {escape(str(err))}")
         return 2
     table = Table(
-        title=f"top-1 % and loss at the fp weights of {args.source} ({args.images} val images)"
+        title=f"top-1 % and loss at the fp weights of {args.source} ({args.images} val images)",
+        caption=f"BN recal.: BatchNorm statistics recalibrated on {args.recal_batches} "
+        "training batches",
     )
-    recal = f"BN recalibrated ({args.recal_batches} b.)"
-    cols = ("quantizer", "activation init", "as loaded: top-1", "loss", f"{recal}: top-1", "loss")
-    for col in cols:
-        table.add_column(col, justify="left" if col in cols[:2] else "right")
+    cols = ("quantizer", "act. init", "top-1 as loaded", "loss", "top-1 BN recal.", "loss")
+    for i, col in enumerate(cols):  # labels and figures never wrap; headers may
+        table.add_column(col, justify="left" if i < 2 else "right", no_wrap=True)
     for r in results:
         table.add_row(
             r.label, r.act_init, f"{100 * r.top1_loaded:.2f}", f"{r.loss_loaded:.3f}",
