@@ -23,7 +23,7 @@ from omegaconf import OmegaConf
 
 from .errors import UserError
 from .quant import QuantConfig, parse_quant_spec
-from .quant.calibrate import calibrate_activations
+from .quant.calibrate import calibrate_activations, first_inputs
 from .quant.functional import set_kernel
 from .training import checkpoints as ckpts
 
@@ -80,16 +80,6 @@ def evaluate(model: torch.nn.Module, loader, images: int) -> tuple[float, float]
     return correct / max(seen, 1), loss / max(seen, 1)
 
 
-def _batches(datamodule, count: int) -> list[torch.Tensor]:
-    """The first ``count`` training batches' inputs."""
-    batches = []
-    for x, _ in datamodule.train_dataloader():
-        if len(batches) >= count:
-            break
-        batches.append(x)
-    return batches
-
-
 @torch.no_grad()
 def recalibrate_bn(model: torch.nn.Module, loader, batches: int) -> None:
     """Replace every BatchNorm's running statistics by their average over ``batches``."""
@@ -139,7 +129,9 @@ def init_check(
         model = instantiate(cfg["model"])
         model = ckpts.quantize_from(model, float_state, qc, "source", ckpt)
         if calibration:
-            calibrate_activations(model, _batches(datamodule, recal_batches), calibration)
+            calibrate_activations(
+                model, first_inputs(datamodule.train_dataloader(), recal_batches), calibration
+            )
         loaded = evaluate(model, datamodule.val_dataloader(), images)
         recal = copy.deepcopy(model)
         recalibrate_bn(recal, datamodule.train_dataloader(), recal_batches)

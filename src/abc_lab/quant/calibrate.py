@@ -107,18 +107,22 @@ class _Sorted:
 def fit_activation(x: Tensor, v: Tensor, beta: Tensor, mode: str) -> tuple[Tensor, Tensor]:
     """Fitted (v, β) of one ABC activation quantizer for inputs ``x`` (any shape), starting
     from its current ``v`` and ``beta``; see the module docstring for the modes."""
+    _check_mode(mode)
+    return _fit(_Sorted(x), v, beta, mode)
+
+
+def _check_mode(mode: str) -> None:
     if mode not in MODES:
         raise ValueError(f"act_calibration must be one of {MODES} or null, got {mode!r}")
-    sample = _Sorted(x)
+
+
+def _fit(sample: _Sorted, v: Tensor, beta: Tensor, mode: str) -> tuple[Tensor, Tensor]:
+    """``fit_activation`` on an already sorted sample. ``"shifts"``: evenly spaced
+    thresholds searched on the grid, the current ones among them."""
     t0 = 0.5 - v.detach().double()
     if mode == "beta":
         fitted, _ = sample.fit_beta(t0)
         return v.detach().clone(), fitted.to(beta.dtype)
-    return _fit_shifts(sample, t0, v, beta)
-
-
-def _fit_shifts(sample: _Sorted, t0: Tensor, v: Tensor, beta: Tensor) -> tuple[Tensor, Tensor]:
-    """Evenly spaced thresholds searched on the grid, the current ones among them."""
     N = v.numel()
     mean, std = float(sample.x.mean()), max(float(sample.x.std()), 1e-12)
     centres = mean + std * _CENTRES.double()
@@ -132,6 +136,16 @@ def _fit_shifts(sample: _Sorted, t0: Tensor, v: Tensor, beta: Tensor) -> tuple[T
     betas, errors = sample.fit_beta(t)
     best = int(torch.argmin(errors))
     return (0.5 - t[best]).to(v.dtype), betas[best].to(beta.dtype)
+
+
+def first_inputs(loader: Iterable, count: int) -> list[Tensor]:
+    """The inputs of the first ``count`` (input, target) batches of ``loader``."""
+    batches: list[Tensor] = []
+    for x, _ in loader:
+        batches.append(x)
+        if len(batches) == count:
+            break
+    return batches
 
 
 def _abc_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -241,8 +255,7 @@ def calibrate_activations(
     ``batches`` (input tensors), layer by layer in forward order; returns one
     :class:`ActivationFit` per layer. The model runs in training mode, as the first steps
     will (BatchNorm on batch statistics), with its running statistics left as they were."""
-    if mode not in MODES:
-        raise ValueError(f"act_calibration must be one of {MODES} or null, got {mode!r}")
+    _check_mode(mode)
     batches = list(batches)
     if not batches:
         raise ValueError("activation calibration needs at least one batch")
@@ -261,7 +274,7 @@ def calibrate_activations(
             sample = _Sorted(x)
             t0 = 0.5 - q.v.double()
             err0 = sample.error(t0, q.beta) / max(sample.energy, 1e-30)
-            v, beta = fit_activation(x, q.v, q.beta, mode)
+            v, beta = _fit(sample, q.v, q.beta, mode)
             q.v.copy_(v)
             q.beta.copy_(beta)
             t1 = 0.5 - q.v.double()

@@ -26,7 +26,7 @@ from ..console import make_console
 from ..data import DataError
 from ..errors import UserError
 from ..quant import QuantConfig, summarize
-from ..quant.calibrate import calibrate_activations
+from ..quant.calibrate import calibrate_activations, first_inputs
 from ..quant.functional import set_kernel
 from ..runs import derive_key, read_run
 from ..runs.key import distill_active
@@ -228,11 +228,7 @@ def calibrate(model: torch.nn.Module, dm, mode: str) -> dict[str, Any]:
     augmentation) leave the training run's own random state as it was. Returns what the run
     record keeps: the mode, the batch count and each layer's relative error before and after."""
     with torch.random.fork_rng(devices=[]):
-        batches = []
-        for x, _ in dm.train_dataloader():
-            batches.append(x)
-            if len(batches) == CALIBRATION_BATCHES:
-                break
+        batches = first_inputs(dm.train_dataloader(), CALIBRATION_BATCHES)
         fits = calibrate_activations(model, batches, mode)
     layers = {
         f.name: {
