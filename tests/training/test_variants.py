@@ -181,6 +181,33 @@ def test_third_recipe_study_adds_activation_calibration_to_the_second(compose_cf
     assert keys[second.name, abc]["quant.act_calibration"] is None
 
 
+def test_fourth_recipe_study_fine_tunes_the_single_activation_base_networks_longer(compose_cfg):
+    third = load_spec(REPO / "sweeps" / "fmnist_recipe_study_3.yaml")
+    fourth = load_spec(REPO / "sweeps" / "fmnist_recipe_study_4.yaml")
+    values = fourth.raw["parameters"]["variant"]["values"]
+    single = [
+        "recipe_study/xnor",
+        "recipe_study/abc_1_1",
+        "recipe_study/bnn",
+        "recipe_study/abc_3_1",
+    ]
+    assert values == single and fourth.grid_size() == 4
+    fixed = lambda spec: {k: v["value"] for k, v in spec.raw["parameters"].items() if "value" in v}  # noqa: E731
+    assert fixed(fourth) == {**fixed(third), "trainer.max_epochs": 6}  # the one change
+    start = ["init_from=/fp/best.ckpt", "module.distill.teacher=/fp/best.ckpt"]
+    for name in single:
+        cfg, _ = compose_cfg(
+            *fourth.run_overrides({**fixed(fourth), "variant": name}), *start, shrink=False
+        )
+        before, _ = compose_cfg(
+            *third.run_overrides({**fixed(third), "variant": name}), *start, shrink=False
+        )
+        assert cfg.quant.name in ("xnor", "bnn") or cfg.quant.N == 1  # one activation base
+        assert (cfg.trainer.max_epochs, before.trainer.max_epochs) == (6, 2)
+        key, key_before = (record_key(c, quant_config(c)) for c in (cfg, before))
+        assert {k for k in key if key[k] != key_before.get(k)} == {"trainer.max_epochs"}
+
+
 def _as_run(cfg, run_dir: Path):
     """Point Hydra's runtime output dir (what ${hydra:...} reads) at ``run_dir``."""
     with read_write(cfg.hydra), open_dict(cfg.hydra):
