@@ -86,15 +86,21 @@ recipes: install data
 	$(VENV)/bin/abc-lab report "$$runs" --name fashion-mnist-recipes --keep-records \
 	  --notes reports/fashion-mnist-recipes/findings.md
 
+# $(call sweep_and_report,SWEEP,NAME): run sweep SWEEP (resumable: finished runs are kept, a
+# killed one resumes from its last checkpoint, failed ones train again), then the report of
+# its runs in reports/NAME/, opened by reports/NAME/findings.md.
+define sweep_and_report
+	$(VENV)/bin/abc-lab sweep $(1) --retry-failed
+	$(VENV)/bin/abc-lab report "$$($(VENV)/bin/abc-lab sweep $(1) --where)/runs" \
+	  --name $(2) --keep-records --notes reports/$(2)/findings.md
+endef
+
 # The Fashion-MNIST study with the recipe the search chose (sweeps/fmnist_recipe_study.yaml,
 # 16 trainings: 3 fp seeds of 15 epochs, then the binary runs fine-tuned and distilled from
 # them): resumable like `make study`; then the report in reports/fashion-mnist-recipe-study/.
 RECIPE_STUDY := sweeps/fmnist_recipe_study.yaml
 recipe-study: install data
-	$(VENV)/bin/abc-lab sweep $(RECIPE_STUDY) --retry-failed
-	$(VENV)/bin/abc-lab report "$$($(VENV)/bin/abc-lab sweep $(RECIPE_STUDY) --where)/runs" \
-	  --name fashion-mnist-recipe-study --keep-records \
-	  --notes reports/fashion-mnist-recipe-study/findings.md
+	$(call sweep_and_report,$(RECIPE_STUDY),fashion-mnist-recipe-study)
 
 # $(call copy_runs,FROM,TO,VARIANTS,MAKE TARGET): the finished run of each
 # variant=recipe_study/<v> in sweep FROM's runs directory, copied into sweep TO's runs
@@ -121,10 +127,7 @@ endef
 RECIPE_STUDY_2 := sweeps/fmnist_recipe_study_2.yaml
 recipe-study-2: install data
 	$(call copy_runs,$(RECIPE_STUDY),$(RECIPE_STUDY_2),fp fp_seed1 fp_seed2,recipe-study)
-	$(VENV)/bin/abc-lab sweep $(RECIPE_STUDY_2) --retry-failed
-	$(VENV)/bin/abc-lab report "$$($(VENV)/bin/abc-lab sweep $(RECIPE_STUDY_2) --where)/runs" \
-	  --name fashion-mnist-recipe-study-2 --keep-records \
-	  --notes reports/fashion-mnist-recipe-study-2/findings.md
+	$(call sweep_and_report,$(RECIPE_STUDY_2),fashion-mnist-recipe-study-2)
 
 # The second recipe study with the ABC activation quantizers calibrated before fine-tuning
 # (sweeps/fmnist_recipe_study_3.yaml, 11 trainings): its baselines and starts are the recipe
@@ -135,10 +138,7 @@ RECIPE_STUDY_3 := sweeps/fmnist_recipe_study_3.yaml
 recipe-study-3: install data
 	$(call copy_runs,$(RECIPE_STUDY),$(RECIPE_STUDY_3),fp fp_seed1 fp_seed2,recipe-study)
 	$(call copy_runs,$(RECIPE_STUDY_2),$(RECIPE_STUDY_3),xnor bnn,recipe-study-2)
-	$(VENV)/bin/abc-lab sweep $(RECIPE_STUDY_3) --retry-failed
-	$(VENV)/bin/abc-lab report "$$($(VENV)/bin/abc-lab sweep $(RECIPE_STUDY_3) --where)/runs" \
-	  --name fashion-mnist-recipe-study-3 --keep-records \
-	  --notes reports/fashion-mnist-recipe-study-3/findings.md
+	$(call sweep_and_report,$(RECIPE_STUDY_3),fashion-mnist-recipe-study-3)
 
 # The networks with one activation base (xnor, abc(1,1), bnn, abc(3,1)) with the third
 # study's recipe fine-tuned for 6 epochs instead of 2 (sweeps/fmnist_recipe_study_4.yaml,
@@ -147,10 +147,7 @@ recipe-study-3: install data
 RECIPE_STUDY_4 := sweeps/fmnist_recipe_study_4.yaml
 recipe-study-4: install data
 	$(call copy_runs,$(RECIPE_STUDY),$(RECIPE_STUDY_4),fp fp_seed1 fp_seed2,recipe-study)
-	$(VENV)/bin/abc-lab sweep $(RECIPE_STUDY_4) --retry-failed
-	$(VENV)/bin/abc-lab report "$$($(VENV)/bin/abc-lab sweep $(RECIPE_STUDY_4) --where)/runs" \
-	  --name fashion-mnist-recipe-study-4 --keep-records \
-	  --notes reports/fashion-mnist-recipe-study-4/findings.md
+	$(call sweep_and_report,$(RECIPE_STUDY_4),fashion-mnist-recipe-study-4)
 
 # The bitwise engine on trained runs: short trainings (far from converged, which does not
 # matter for exactness), each exported and evaluated on the full Fashion-MNIST test set;
