@@ -9,7 +9,7 @@ from torch import nn
 from abc_lab.models import build_model
 from abc_lab.quant import ABCInput, QuantConfig, quantize_model
 from abc_lab.quant import functional as QF
-from abc_lab.quant.calibrate import _Sorted, calibrate_activations, fit_activation
+from abc_lab.quant.calibrate import _Sorted, calibrate_activations, first_inputs, fit_activation
 
 SPEC = {"name": "resnet20", "num_classes": 10, "in_channels": 1, "input_size": 28}
 
@@ -151,3 +151,18 @@ def test_shifts_bn_leaves_a_batchnorm_that_other_modules_read():
     weight = model.bn.weight.clone()
     (fit,) = calibrate_activations(model, [torch.randn(8, 4, 6, 6)], "shifts_bn")
     assert fit.bn_scale is None and torch.equal(model.bn.weight, weight)
+
+
+def test_first_inputs_reads_only_the_batches_it_returns():
+    read = []
+
+    def loader():
+        for i in range(5):
+            read.append(i)
+            yield torch.full((2, 1), float(i)), torch.zeros(2)
+
+    assert [float(x[0, 0]) for x in first_inputs(loader(), 3)] == [0.0, 1.0, 2.0]
+    assert read == [0, 1, 2]
+    read.clear()
+    assert first_inputs(loader(), 0) == [] and read == []
+    assert len(first_inputs(loader(), 9)) == 5

@@ -30,6 +30,7 @@ point costs a binary search, not a pass over the sample.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -140,12 +141,7 @@ def _fit(sample: _Sorted, v: Tensor, beta: Tensor, mode: str) -> tuple[Tensor, T
 
 def first_inputs(loader: Iterable, count: int) -> list[Tensor]:
     """The inputs of the first ``count`` (input, target) batches of ``loader``."""
-    batches: list[Tensor] = []
-    for x, _ in loader:
-        batches.append(x)
-        if len(batches) == count:
-            break
-    return batches
+    return [x for x, _ in itertools.islice(loader, max(count, 0))]  # reads no batch more
 
 
 def _abc_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
