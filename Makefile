@@ -176,14 +176,20 @@ bench: install
 # The GPU checks, in one command for a lent GPU machine whose python3 holds torch and rich
 # (the bench needs nothing else; no install): training-step ratios and kernel launches per
 # step for ResNet-20 (1x28x28, batch 128) and ResNet-18 (3x224x224, batch 64), then fp and
-# abc(3,3) compiled with CUDA graphs on ResNet-20.
+# abc(3,3) compiled with CUDA graphs on both. Each step is bounded (DEVICE_LIMIT seconds) so
+# the later ones still run.
 DEVICE_PY ?= python3
+DEVICE_LIMIT ?= 170
+R18 := --model resnet18 --input-size 224 --in-channels 3 --batch-size 64
 device-check:
-	PYTHONPATH=src $(DEVICE_PY) -m abc_lab.cli bench --device cuda --no-reference --rounds 30
-	PYTHONPATH=src $(DEVICE_PY) -m abc_lab.cli bench --device cuda --no-reference --rounds 10 \
-	  --model resnet18 --input-size 224 --in-channels 3 --batch-size 64
-	PYTHONPATH=src $(DEVICE_PY) -m abc_lab.cli bench --device cuda --no-reference \
-	  --no-baselines --compile --rounds 30
+	-PYTHONPATH=src timeout $(DEVICE_LIMIT) $(DEVICE_PY) -m abc_lab.cli bench --device cuda \
+	  --no-reference --rounds 30
+	-PYTHONPATH=src timeout $(DEVICE_LIMIT) $(DEVICE_PY) -m abc_lab.cli bench --device cuda \
+	  --no-reference --rounds 10 $(R18)
+	-PYTHONPATH=src timeout $(DEVICE_LIMIT) $(DEVICE_PY) -m abc_lab.cli bench --device cuda \
+	  --no-reference --no-baselines --compile --rounds 30
+	-PYTHONPATH=src timeout $(DEVICE_LIMIT) $(DEVICE_PY) -m abc_lab.cli bench --device cuda \
+	  --no-reference --no-baselines --compile --no-ops --rounds 10 $(R18)
 
 clean:
 	rm -rf $(VENV) outputs multirun

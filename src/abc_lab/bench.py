@@ -20,6 +20,7 @@ from torch import nn
 
 from .models import build_model
 from .quant import QuantConfig, fused_norm, quantize_model, set_reference_mode
+from .quant import functional as QF
 
 
 @dataclass
@@ -29,6 +30,8 @@ class BenchCase:
     reference: bool = False
     compile: bool = False
     fuse_norm: bool = True  # False: BatchNorm and binarisation as separate operations
+    segment_sums: str = "auto"  # how the batched weight fold sums over layers (see QF)
+    kernel: str | None = None  # activation kernels for this case (QF.set_kernel); None: as set
 
 
 @dataclass
@@ -55,21 +58,31 @@ def default_cases(
     reference: list[tuple[int, int]] | None = None,
     baselines: bool = True,
     compile_model: bool = False,
+    gpu: bool = False,
 ) -> list[BenchCase]:
-    """fp, fused abc (1,1), (3,3), (5,5), the xnor / bnn / bwn baselines, the literal M·N path
-    for ``reference`` pairs and, with ``compile_model``, fp and abc(3,3) as whole compiled
+    """fp, fused abc (1,1), (3,3), (5,5), abc(3,3) with one speed-up switched off (on a CPU
+    the BatchNorm fusion; on a GPU the scan-based segment sums, and the compiled activation
+    kernels, also for xnor), the xnor / bnn / bwn baselines, the literal M·N path for
+    ``reference`` pairs and, with ``compile_model``, fp and abc(3,3) as whole compiled
     models (``torch.compile``)."""
     cases = [BenchCase("fp", QuantConfig(name="fp"))]
     for m, n in [(1, 1), (3, 3), (5, 5)]:
         cases.append(BenchCase(f"abc({m},{n}) fused", QuantConfig(name="abc", M=m, N=n)))
-    cases.append(
-        BenchCase(
-            "abc(3,3) fused, BatchNorm apart", QuantConfig(name="abc", M=3, N=3), fuse_norm=False
-        )  # fmt: skip
-    )
+    abc33 = QuantConfig(name="abc", M=3, N=3)
+    if gpu:  # the BatchNorm fusion runs on a CPU only
+        cases.append(
+            BenchCase("abc(3,3) fused, weight sums scattered", abc33, segment_sums="scatter")
+        )
+        # each torch.compile'd call costs host time, which a small GPU step is bound by
+        cases.append(BenchCase("abc(3,3), eager activations", abc33, kernel="eager"))
+    else:
+        cases.append(BenchCase("abc(3,3) fused, BatchNorm apart", abc33, fuse_norm=False))
     if baselines:
         for name in ("xnor", "bnn", "bwn"):
             cases.append(BenchCase(name, QuantConfig(name=name)))
+        if gpu:
+            xnor = QuantConfig(name="xnor")
+            cases.append(BenchCase("xnor, eager activations", xnor, kernel="eager"))
     if compile_model:
         cases.append(BenchCase("fp, compiled model", QuantConfig(name="fp"), compile=True))
         cases.append(
@@ -83,16 +96,22 @@ def default_cases(
 
 
 def _step_fn(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, fuse_norm: bool = True
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, case: BenchCase
 ) -> Callable[[], None]:
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     loss_fn = nn.CrossEntropyLoss()
 
     def step() -> None:
-        with fused_norm.enabled(fuse_norm):
-            opt.zero_grad(set_to_none=True)
-            loss_fn(model(x), y).backward()
-            opt.step()
+        kernel = QF.kernel_name()
+        if case.kernel is not None:
+            QF.set_kernel(case.kernel)
+        try:
+            with fused_norm.enabled(case.fuse_norm), QF.segment_sums(case.segment_sums):
+                opt.zero_grad(set_to_none=True)
+                loss_fn(model(x), y).backward()
+                opt.step()
+        finally:
+            QF.set_kernel(kernel)
 
     return step
 
@@ -130,8 +149,7 @@ def run_benchmark(
     """Median training-step time of each case and its ratio to the first case (fp)."""
     x, y = _inputs(batch_size, in_channels, input_size, device)
     steps = [
-        _step_fn(_build(case, model, in_channels, input_size, device), x, y, case.fuse_norm)
-        for case in cases
+        _step_fn(_build(case, model, in_channels, input_size, device), x, y, case) for case in cases
     ]
 
     def sync() -> None:
@@ -179,7 +197,7 @@ def count_ops(
     x, y = _inputs(batch_size, in_channels, input_size, device)
     counts = []
     for case in cases:
-        step = _step_fn(_build(case, model, in_channels, input_size, device), x, y, case.fuse_norm)
+        step = _step_fn(_build(case, model, in_channels, input_size, device), x, y, case)
         for _ in range(warmup + (3 if case.compile else 0)):
             step()
         if device.startswith("cuda"):

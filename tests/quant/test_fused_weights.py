@@ -50,6 +50,72 @@ def test_abc_fold_of_many_layers_equals_each_layer_on_its_own(M, scope, trainabl
             assert us[i].grad is None
 
 
+def _pinv_alpha(counts: torch.Tensor, sums: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """α of each segment as the pseudo-inverse solves it from the level counts and sums."""
+    P = QF.base_patterns(u.double()).expand(counts.shape[0], -1, -1)  # (S, M+1, M)
+    gram = P.transpose(1, 2) @ (counts.unsqueeze(-1) * P)
+    rhs = (P * sums.unsqueeze(-1)).sum(1)
+    return (torch.linalg.pinv(gram, hermitian=True) @ rhs.unsqueeze(-1)).squeeze(-1)
+
+
+@pytest.mark.parametrize("M", [1, 2, 3, 5, 8])
+def test_closed_form_level_fit_is_the_minimum_norm_least_squares_alpha(M):
+    """``level_fit`` gives the pseudo-inverse's α: with every level filled, with empty
+    interior levels, with both ends empty, and with tied shifts (levels that cannot fill)."""
+    g = torch.Generator().manual_seed(M)
+    for trial in range(60):
+        counts = torch.randint(0, 4, (9, M + 1), generator=g).double()
+        if trial % 3 == 0 and M > 1:  # no weight at either end
+            counts[:, 0] = counts[:, M] = 0
+            counts[:, 1 + trial % (M - 1)] += 1
+        counts[counts.sum(1) == 0, M] = 1  # every segment holds weights
+        sums = counts * torch.randn(9, M + 1, generator=g, dtype=torch.float64)
+        u = torch.randn(1, M, generator=g, dtype=torch.float64)
+        if trial % 4 == 0 and M > 1:
+            u[0, 1] = u[0, 0]
+        values = QF.level_fit(counts, sums)
+        alpha = ((values[:, 1:] - values[:, :-1]) / 2).gather(1, QF.base_ranks(u).expand(9, -1))
+        expected = _pinv_alpha(counts, sums, u)
+        assert torch.allclose(alpha, expected, atol=1e-10), (trial, (alpha - expected).abs().max())
+        # filled levels are quantized to what the α give them
+        fitted = (expected.unsqueeze(1) * QF.base_patterns(u).expand(9, -1, -1)).sum(-1)
+        assert torch.allclose(values[counts > 0], fitted[counts > 0], atol=1e-10)
+
+
+def test_constant_layer_splits_alpha_evenly():
+    """All weights equal: every base is +1, and α is w/M for each (minimum norm)."""
+    w = torch.full((4, 3, 3, 3), 0.25)
+    (folded,) = QF.fold_layers("abc", [w], [QF.weight_shifts(3)])
+    B, alpha = weight_bases(w, 3)
+    assert torch.allclose(alpha, torch.full_like(alpha, 0.25 / 3))
+    assert torch.allclose(folded, w)
+
+
+@pytest.mark.parametrize("rule", ["abc", "bwn"])
+@pytest.mark.parametrize("scope", ["layer", "channel"])
+def test_scanned_and_scattered_segment_sums_agree(rule, scope):
+    """The GPU form of the segment sums (prefix-sum differences) gives the CPU form's values
+    and gradients; "auto" scatters on a CPU."""
+    results = {}
+    for mode in ("scatter", "scan"):
+        ws = _weights(3)
+        shifts = [QF.weight_shifts(3).requires_grad_(True) for _ in ws]
+        with QF.segment_sums(mode):
+            folded = QF.fold_layers(rule, ws, shifts if rule == "abc" else None, scope)
+            sum((f * f).sum() for f in folded).backward()
+        results[mode] = (folded, [w.grad for w in ws], [u.grad for u in shifts])
+    for a, b in zip(results["scatter"][0] + results["scatter"][1],
+                    results["scan"][0] + results["scan"][1], strict=True):  # fmt: skip
+        _close(a.detach(), b.detach(), "value or weight grad")
+    if rule == "abc":
+        for a, b in zip(results["scatter"][2], results["scan"][2], strict=True):
+            _close(a, b, "shift grad")
+    assert not QF._scan_sums(torch.zeros(1))
+    with pytest.raises(ValueError, match="segment sums must be one of"):
+        with QF.segment_sums("atomic"):
+            pass
+
+
 def test_bwn_and_sign_folds_equal_the_per_layer_quantizers():
     for name, rule in (("bwn", "bwn"), ("bnn", "sign")):
         kernel, _ = QuantConfig(name=name).make()

@@ -73,6 +73,7 @@ def training_step(argv: list[str]) -> int:
         reference=[] if args.no_reference else None,
         baselines=not args.no_baselines,
         compile_model=args.compile,
+        gpu=args.device.startswith("cuda"),
     )
     if args.device.startswith("cuda"):
         machine = torch.cuda.get_device_name(args.device)

@@ -14,6 +14,7 @@ through each activation base.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import numbers
@@ -183,13 +184,14 @@ class Segments:
         self.count = len(lengths)
         self.layers = len(self.shapes)
         self.lengths = torch.tensor(lengths, device=device)
+        self.ends = torch.cumsum(self.lengths, 0)  # each segment's end offset
         self.index = torch.repeat_interleave(torch.arange(self.count, device=device), self.lengths)
         self.layer = torch.tensor(layer, device=device)
 
     def sum(self, values: Tensor) -> Tensor:
         """Per-segment sums of ``values`` (..., P) -> (..., S)."""
-        out = values.new_zeros(*values.shape[:-1], self.count)
-        return out.index_add_(-1, self.index, values)
+        ends = self.ends if _scan_sums(values) else None
+        return _segment_sum(values, self.index, self.count, ends)
 
     def concat(self, tensors: tuple[Tensor | None, ...], like: Tensor) -> Tensor:
         """The layers' tensors flattened into one (None: zeros): one copy op for all."""
@@ -221,57 +223,135 @@ def segments_for(weights: list[Tensor], scope: str) -> Segments:
     return seg
 
 
-def _segment_sum(values: Tensor, index: Tensor, count: int) -> Tensor:
-    """Per-segment sums of ``values`` (..., P) -> (..., count), segment of element k: index[k]."""
-    return values.new_zeros(*values.shape[:-1], count).index_add_(-1, index, values)
+def _segment_sum(values: Tensor, index: Tensor, count: int, ends: Tensor | None = None) -> Tensor:
+    """Per-segment sums of ``values`` (..., P) -> (..., count), segment of element k: index[k].
+
+    ``ends`` None: scattered (``index_add``), the fast form on a CPU. ``ends`` (count,), the
+    end offset of each segment (segments contiguous and in order): differences of a float64
+    prefix sum, for a GPU, where scattering many elements into a few sums serialises on the
+    atomic adds to the same addresses; no atomics, no host synchronisation.
+    """
+    if ends is None:
+        return values.new_zeros(*values.shape[:-1], count).index_add_(-1, index, values)
+    prefix = torch.nn.functional.pad(values.double().cumsum(-1), (1, 0))  # (..., P + 1)
+    starts = torch.cat([ends.new_zeros(1), ends[:-1]])
+    return (prefix[..., ends] - prefix[..., starts]).to(values.dtype)
+
+
+def base_ranks(u: Tensor) -> Tensor:
+    """(L, M): the rank of each shift u_m of each layer in descending order (ties in order).
+
+    B_m = sign(c + u_m·std) is a threshold of the same centred value c for every m, so a
+    weight whose bases are +1 for exactly k of them has them +1 for the k ranks below k
+    (float rounding keeps that order: it is monotone); equal shifts are +1 together."""
+    return torch.argsort(torch.argsort(-u, dim=1, stable=True), dim=1)
 
 
 def base_patterns(u: Tensor) -> Tensor:
     """(L, M+1, M): row k of layer l holds the M bases (±1) of a weight whose bases are +1 for
-    exactly k of them. B_m = sign(c + u_m·std) is a threshold of the same centred value c for
-    every m, so the +1 bases are always those with the k largest shifts u_m (float rounding
-    keeps that order: it is monotone); equal shifts are +1 together."""
+    exactly k of them (see ``base_ranks``)."""
     M = u.shape[1]
-    rank = torch.argsort(torch.argsort(-u, dim=1, stable=True), dim=1)  # (L, M)
     ks = torch.arange(M + 1, device=u.device).view(1, -1, 1)
-    return torch.where(rank.unsqueeze(1) < ks, 1.0, -1.0).to(u.dtype)
+    return torch.where(base_ranks(u).unsqueeze(1) < ks, 1.0, -1.0).to(u.dtype)
+
+
+def level_fit(counts: Tensor, sums: Tensor) -> Tensor:
+    """Least-squares values of the M+1 levels of every segment, in closed form: (S, M+1).
+
+    A weight at level k (k of its M bases +1) is quantized to v_k = Σ_m α_m b_km. Ordering
+    α by rank (a_j), v_k = Σ_{j<k} a_j − Σ_{j≥k} a_j: the differences v_k − v_{k−1} = 2a_{k−1}
+    are free and v_0 = −v_M is the only constraint. So the least-squares fit puts every
+    filled interior level at its mean (sums / counts), and the two ends at ±t with
+    t = (s_M − s_0)/(c_0 + c_M). Empty levels take the values that make ‖α‖ smallest (the
+    pseudo-inverse's choice): linear between their filled neighbours, and across the ends
+    through the antiperiodic extension v_{k+M} = −v_k when the ends are empty too. No
+    matrix is inverted, so nothing waits for the device (``torch.linalg.pinv`` does).
+    """
+    M = counts.shape[1] - 1
+    filled = counts > 0
+    value = torch.where(filled, sums / counts.clamp_min(1), 0.0)
+    ends = counts[:, 0] + counts[:, M]
+    t = (sums[:, M] - sums[:, 0]) / ends.clamp_min(1)
+    fixed = torch.cat([(ends > 0)[:, None], filled[:, 1:M], (ends > 0)[:, None]], 1)
+    value = torch.cat([-t[:, None], value[:, 1:M], t[:, None]], 1)
+    # levels -M .. 2M: level k - M and k + M hold -v_k
+    ext_value = torch.cat([-value[:, :M], value, -value[:, 1:]], 1)
+    ext_fixed = torch.cat([fixed[:, :M], fixed, fixed[:, 1:]], 1)
+    pos = torch.arange(3 * M + 1, device=counts.device).expand_as(ext_fixed)
+    prev = torch.where(ext_fixed, pos, -1).cummax(1).values
+    nxt = torch.where(ext_fixed, pos, 3 * M + 1).flip(1).cummin(1).values.flip(1)
+    p, q, k = prev[:, M : 2 * M + 1], nxt[:, M : 2 * M + 1], pos[:, M : 2 * M + 1]
+    vp, vq = ext_value.gather(1, p), ext_value.gather(1, q)
+    share = (k - p).to(vp.dtype) / (q - p).clamp_min(1).to(vp.dtype)
+    return vp + share * (vq - vp)
 
 
 def abc_fold_flat(
-    flat: Tensor, u: Tensor, index: Tensor, layer: Tensor, count: int
+    flat: Tensor,
+    u: Tensor,
+    index: Tensor,
+    layer: Tensor,
+    lengths: Tensor,
+    ends: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Σ_m α_m B_m of every segment at once, without autograd.
 
     ``flat`` (P,) concatenated weights, ``u`` (L, M) each layer's shifts, ``index`` (P,) each
-    element's segment, ``layer`` (S,) each segment's layer. Returns the folded flat weights
-    (P,), α (S, M) and std (S,). An element's M bases follow from k, the number of them that
-    are +1 (``base_patterns``), so the Gram matrices BᵀB and right-hand sides Bᵀw of all
-    segments come from two histograms over (segment, k), the count and the weight sum, with
-    O(M·P) work and no (M, P) or (M², P) tensor; the S least-squares solves are one batched
-    pseudo-inverse (float64), as in ``weight_bases``.
+    element's segment, ``layer`` (S,) each segment's layer, ``lengths`` (S,) its element
+    count; ``ends`` as in ``_segment_sum`` (None: scattered sums). Returns the folded flat
+    weights (P,), α (S, M) and std (S,). An element's M bases follow from k, the number of
+    them that are +1 (``base_ranks``), so the least-squares fit of each segment needs only
+    the count and the weight sum of its elements at each k (``level_fit``), with O(M·P) work
+    and no (M, P) tensor.
     """
-    M = u.shape[1]
-    n = _segment_sum(torch.ones_like(flat), index, count)
-    centred = flat - (_segment_sum(flat, index, count) / n)[index]
-    std = (_segment_sum(centred * centred, index, count) / n).sqrt()
+    M, count = u.shape[1], lengths.shape[0]
+    n = lengths.to(flat.dtype)
+    centred = flat - (_segment_sum(flat, index, count, ends) / n)[index]
+    std = (_segment_sum(centred * centred, index, count, ends) / n).sqrt()
     shift = (u[layer] * std.unsqueeze(1)).t()  # (M, S): u_m · std
     # k: how many of B_m = sign((W - mean) + u_m·std) are +1 (the arithmetic of weight_bases)
     k = torch.zeros_like(index)
     for m in range(M):
         k = k + (centred + shift[m][index] >= 0).to(index.dtype)
-    cell = index * (M + 1) + k  # (segment, k) of each element
-    hist = flat.new_zeros(count * (M + 1), dtype=torch.float64)
-    counts = hist.index_add(0, cell, torch.ones_like(flat, dtype=torch.float64))
-    sums = hist.index_add(0, cell, flat.double())
-    patterns = base_patterns(u.double())[layer]  # (S, M+1, M)
-    counts, sums = counts.view(count, M + 1, 1), sums.view(count, M + 1, 1)
-    gram = patterns.transpose(1, 2) @ (counts * patterns)  # (S, M, M), exact integers
-    rhs = (patterns * sums).sum(1)  # (S, M)
-    alpha = (torch.linalg.pinv(gram, hermitian=True) @ rhs.unsqueeze(-1)).squeeze(-1)
-    alpha = alpha.to(flat.dtype)
-    values = (alpha.unsqueeze(1) * patterns.to(flat.dtype)).sum(-1)  # (S, M+1): Σ_m α_m b_km
-    folded = values.reshape(-1)[cell]
+    if ends is None:
+        cell = index * (M + 1) + k  # (segment, k) of each element
+        hist = flat.new_zeros(count * (M + 1), dtype=torch.float64)
+        counts = hist.index_add(0, cell, torch.ones_like(flat, dtype=torch.float64))
+        sums = hist.index_add(0, cell, flat.double())
+        counts, sums = counts.view(count, M + 1), sums.view(count, M + 1)
+    else:
+        at = k.unsqueeze(0) == torch.arange(M + 1, device=k.device).unsqueeze(1)  # (M+1, P)
+        both = torch.cat([at.double(), at * flat.double()])
+        counts, sums = _segment_sum(both, index, count, ends).view(2, M + 1, count).transpose(1, 2)
+    values = level_fit(counts, sums)  # (S, M+1)
+    a = (values[:, 1:] - values[:, :-1]) / 2  # α in rank order
+    alpha = a.gather(1, base_ranks(u)[layer]).to(flat.dtype)
+    folded = values.to(flat.dtype).reshape(-1)[index * (M + 1) + k]
     return folded, alpha, std
+
+
+SEGMENT_SUMS = ("auto", "scan", "scatter")
+_segment_sums = {"mode": os.environ.get("ABC_LAB_SEGMENT_SUMS", "auto")}
+
+
+@contextlib.contextmanager
+def segment_sums(mode: str):
+    """How ``fold_layers`` sums over segments inside the block: "scatter" (``index_add``),
+    "scan" (prefix-sum differences) or "auto" (scatter on a CPU, scan on a GPU, where
+    scattering into a few sums serialises on atomic adds); ``$ABC_LAB_SEGMENT_SUMS`` sets
+    the default."""
+    if mode not in SEGMENT_SUMS:
+        raise ValueError(f"segment sums must be one of {SEGMENT_SUMS}, got {mode!r}")
+    before, _segment_sums["mode"] = _segment_sums["mode"], mode
+    try:
+        yield
+    finally:
+        _segment_sums["mode"] = before
+
+
+def _scan_sums(flat: Tensor) -> bool:
+    mode = _segment_sums["mode"]
+    return mode == "scan" or (mode != "scatter" and flat.device.type != "cpu")
 
 
 class _FoldLayers(torch.autograd.Function):
@@ -291,7 +371,10 @@ class _FoldLayers(torch.autograd.Function):
             assert u is not None
             ctx.u_dtype = u.dtype
             fold = _compiled(abc_fold_flat)
-            folded, alpha, std = fold(flat, u.to(flat.dtype), seg.index, seg.layer, seg.count)
+            ends = seg.ends if _scan_sums(flat) else None
+            folded, alpha, std = fold(
+                flat, u.to(flat.dtype), seg.index, seg.layer, seg.lengths, ends
+            )
             ctx.save_for_backward(alpha, std)
         elif rule == "bwn":
             scale = (seg.sum(flat.abs()) / seg.lengths.to(flat.dtype))[seg.index]
