@@ -75,6 +75,31 @@ def test_export_size_and_logits(label, tmp_path, native):
     assert torch.equal(engine(x), reference)
 
 
+@pytest.mark.parametrize("quant", [QuantConfig(name="xnor"), QuantConfig(name="abc", M=2, N=2)])
+def test_max_pooled_model_equals_the_reference_with_channels_last_pools(quant, tmp_path, native):
+    """ResNet-18's stem max pool runs on channels-last data in the engine (torch's fast
+    layout; a maximum does not depend on the order it is taken in): the logits stay those of
+    the reference arithmetic, to the bit."""
+    spec = {"name": "resnet18", "num_classes": 10, "in_channels": 3, "input_size": 96}
+    torch.manual_seed(0)
+    model = quantize_model(build_model(**spec), quant).train()
+    with torch.no_grad():
+        model(torch.randn(4, 3, 96, 96))
+    model.eval()
+    path = export_model(model, tmp_path / "r18.safetensors", spec, quant)
+    engine = load_model(path, "native")
+    seen = []
+    engine.net.maxpool.register_forward_pre_hook(
+        lambda _m, args: seen.append(args[0].is_contiguous(memory_format=torch.channels_last))
+    )
+    x = torch.randn(2, 3, 96, 96)
+    with torch.no_grad():
+        set_reference_mode(model, True)
+        reference = model(x)
+    assert torch.equal(engine(x), reference)
+    assert seen == [True]
+
+
 def _fmnist(count: int) -> tuple[torch.Tensor, torch.Tensor]:
     from abc_lab.data.idx import read_idx
 

@@ -232,25 +232,31 @@ def build_engine(
     return EngineModel(net.eval(), meta, backend)
 
 
-_LAYOUT_SENSITIVE = (
-    nn.Conv2d,
-    nn.Linear,
-    nn.AdaptiveAvgPool2d,
-    nn.AvgPool2d,
-    nn.AdaptiveMaxPool2d,
-    nn.MaxPool2d,
-)
+_LAYOUT_SENSITIVE = (nn.Conv2d, nn.Linear, nn.AdaptiveAvgPool2d, nn.AvgPool2d)
+_MAX_POOLS = (nn.MaxPool2d, nn.AdaptiveMaxPool2d)
+
+
+def _channels_last(args: tuple) -> tuple:
+    x = args[0]
+    return (x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x, *args[1:])
 
 
 def _float_layers_see_nchw(net: nn.Module) -> None:
     """The kernels return channels-last tensors (NHWC data, no copy; the next binary layer
     packs from it directly, and element-wise layers keep the layout and their values). Float
-    layers that sum over elements (convolutions, pooling) may sum in another order on another
-    layout, so each gets its input in the contiguous NCHW layout training gave it: one copy
-    where the engine's layout meets such a layer, none on the binary path."""
+    layers that sum over elements (convolutions, average pooling) may sum in another order on
+    another layout, so each gets its input in the contiguous NCHW layout training gave it:
+    one copy where the engine's layout meets such a layer, none on the binary path. Max
+    pooling gives the same values in any order, and torch runs it many times faster on
+    channels-last data (ResNet-18's stem pool, one thread: about 0.3 ms against 6.6 ms), so
+    max pools get channels-last input."""
     for module in net.modules():
-        if isinstance(module, _LAYOUT_SENSITIVE) and not isinstance(module, _PackedLayer):
+        if isinstance(module, _PackedLayer):
+            continue
+        if isinstance(module, _LAYOUT_SENSITIVE):
             module.register_forward_pre_hook(lambda _m, args: (args[0].contiguous(), *args[1:]))
+        elif isinstance(module, _MAX_POOLS):
+            module.register_forward_pre_hook(lambda _m, args: _channels_last(args))
 
 
 def load_model(path: str | Path, backend: str = "auto") -> EngineModel:
