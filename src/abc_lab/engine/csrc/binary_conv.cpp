@@ -50,16 +50,18 @@ struct ConvArgs {
 
 // --------------------------------------------------------------- popcount tiles (P x 8)
 
-// Portable: counts[p][j] = Σ_k popcount(in_p[k] ^ w[k][j]).
-inline void tile_portable(const ConvArgs& a, const uint64_t* const* rows, const int64_t* xoff,
+// Portable: counts[p][j] = Σ_k popcount(in_p[k] ^ w[k][j]) for the tile's first NP pixels
+// (a row's last tile holds fewer than P when P does not divide its width).
+template <int NP>
+void tile_portable(const ConvArgs& a, const uint64_t* const* rows, const int64_t* xoff,
                           const uint64_t* wg, int64_t cnt[P][LANES]) {
-  for (int p = 0; p < P; ++p)
+  for (int p = 0; p < NP; ++p)
     for (int j = 0; j < LANES; ++j) cnt[p][j] = 0;
   const int64_t Cw = a.Cw;
   for (int64_t ky = 0; ky < a.KH; ++ky) {
     for (int64_t kx = 0; kx < a.KW; ++kx) {
       const uint64_t* wk = wg + (ky * a.KW + kx) * Cw * LANES;
-      for (int p = 0; p < P; ++p) {
+      for (int p = 0; p < NP; ++p) {
         const uint64_t* ip = rows[ky] + (xoff[p] + kx) * Cw;
         for (int64_t c = 0; c < Cw; ++c) {
           const uint64_t v = ip[c];
@@ -84,23 +86,24 @@ __attribute__((target("avx2,popcnt"))) inline __m256i popcnt_epi64_avx2(__m256i 
   return _mm256_sad_epu8(_mm256_add_epi8(lo, hi), _mm256_setzero_si256());
 }
 
+template <int NP>
 __attribute__((target("avx2,popcnt"))) void tile_avx2(const ConvArgs& a,
                                                        const uint64_t* const* rows,
                                                        const int64_t* xoff, const uint64_t* wg,
                                                        int64_t cnt[P][LANES]) {
-  __m256i acc[P][2];
-  for (int p = 0; p < P; ++p) acc[p][0] = acc[p][1] = _mm256_setzero_si256();
+  __m256i acc[NP][2];
+  for (int p = 0; p < NP; ++p) acc[p][0] = acc[p][1] = _mm256_setzero_si256();
   const int64_t Cw = a.Cw;
   for (int64_t ky = 0; ky < a.KH; ++ky) {
     for (int64_t kx = 0; kx < a.KW; ++kx) {
       const uint64_t* wk = wg + (ky * a.KW + kx) * Cw * LANES;
-      const uint64_t* ip[P];
-      for (int p = 0; p < P; ++p) ip[p] = rows[ky] + (xoff[p] + kx) * Cw;
+      const uint64_t* ip[NP];
+      for (int p = 0; p < NP; ++p) ip[p] = rows[ky] + (xoff[p] + kx) * Cw;
       for (int64_t c = 0; c < Cw; ++c) {
         const __m256i w0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wk + c * LANES));
         const __m256i w1 =
             _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wk + c * LANES + 4));
-        for (int p = 0; p < P; ++p) {
+        for (int p = 0; p < NP; ++p) {
           const __m256i v = _mm256_set1_epi64x(static_cast<long long>(ip[p][c]));
           acc[p][0] = _mm256_add_epi64(acc[p][0], popcnt_epi64_avx2(_mm256_xor_si256(v, w0)));
           acc[p][1] = _mm256_add_epi64(acc[p][1], popcnt_epi64_avx2(_mm256_xor_si256(v, w1)));
@@ -108,7 +111,7 @@ __attribute__((target("avx2,popcnt"))) void tile_avx2(const ConvArgs& a,
       }
     }
   }
-  for (int p = 0; p < P; ++p) {
+  for (int p = 0; p < NP; ++p) {
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(cnt[p]), acc[p][0]);
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(cnt[p] + 4), acc[p][1]);
   }
@@ -140,27 +143,28 @@ __attribute__((target("avx2,popcnt"))) void pack_pixel_avx2(const float* x, int6
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512vpopcntdq,avx2,popcnt")
 
+template <int NP>
 __attribute__((target("avx512f,avx512vpopcntdq,avx2,popcnt"))) void tile_avx512(
     const ConvArgs& a, const uint64_t* const* rows, const int64_t* xoff, const uint64_t* wg,
     int64_t cnt[P][LANES]) {
-  __m512i acc[P];
-  for (int p = 0; p < P; ++p) acc[p] = _mm512_setzero_si512();
+  __m512i acc[NP];
+  for (int p = 0; p < NP; ++p) acc[p] = _mm512_setzero_si512();
   const int64_t Cw = a.Cw;
   for (int64_t ky = 0; ky < a.KH; ++ky) {
     for (int64_t kx = 0; kx < a.KW; ++kx) {
       const uint64_t* wk = wg + (ky * a.KW + kx) * Cw * LANES;
-      const uint64_t* ip[P];
-      for (int p = 0; p < P; ++p) ip[p] = rows[ky] + (xoff[p] + kx) * Cw;
+      const uint64_t* ip[NP];
+      for (int p = 0; p < NP; ++p) ip[p] = rows[ky] + (xoff[p] + kx) * Cw;
       for (int64_t c = 0; c < Cw; ++c) {
         const __m512i wv = _mm512_loadu_si512(wk + c * LANES);
-        for (int p = 0; p < P; ++p) {
+        for (int p = 0; p < NP; ++p) {
           const __m512i v = _mm512_set1_epi64(static_cast<long long>(ip[p][c]));
           acc[p] = _mm512_add_epi64(acc[p], _mm512_popcnt_epi64(_mm512_xor_si512(v, wv)));
         }
       }
     }
   }
-  for (int p = 0; p < P; ++p) _mm512_storeu_si512(cnt[p], acc[p]);
+  for (int p = 0; p < NP; ++p) _mm512_storeu_si512(cnt[p], acc[p]);
 }
 
 __attribute__((target("avx512f,avx512vpopcntdq,avx2,popcnt"))) void pack_pixel_avx512(
@@ -217,12 +221,19 @@ using TileFn = void (*)(const ConvArgs&, const uint64_t* const*, const int64_t*,
                         const uint64_t*, int64_t[P][LANES]);
 using PackFn = void (*)(const float*, int64_t, float, uint64_t*, int64_t);
 
-TileFn tile_fn(int isa) {
+// The tile function for `np` (1..P) pixels: no popcounts for pixels past a row's end.
+TileFn tile_fn(int isa, int np) {
+  static_assert(P == 4, "one entry per tile width below");
 #if ABC_X86
-  if (isa == AVX512) return tile_avx512;
-  if (isa == AVX2) return tile_avx2;
+  static const TileFn avx512[P] = {tile_avx512<1>, tile_avx512<2>, tile_avx512<3>,
+                                   tile_avx512<4>};
+  static const TileFn avx2[P] = {tile_avx2<1>, tile_avx2<2>, tile_avx2<3>, tile_avx2<4>};
+  if (isa == AVX512) return avx512[np - 1];
+  if (isa == AVX2) return avx2[np - 1];
 #endif
-  return tile_portable;
+  static const TileFn portable[P] = {tile_portable<1>, tile_portable<2>, tile_portable<3>,
+                                     tile_portable<4>};
+  return portable[np - 1];
 }
 
 PackFn pack_fn(int isa) {
@@ -264,7 +275,6 @@ torch::Tensor pack_activations_impl(const torch::Tensor& x_nhwc, const torch::Te
 // Runs `body(b, oy, g, ox0, counts, m, n, kvalid, corr)` style work: popcount tiles for
 // every (m, n) and the float epilogue, written straight into `out`.
 void conv_impl(const ConvArgs& a, int isa, int64_t* counts_out) {
-  const TileFn tile = tile_fn(isa);
   const int64_t T = a.KH * a.KW, C8 = a.G * LANES;
   const int64_t tasks = a.B * a.OH * a.G;
   at::parallel_for(0, tasks, 1, [&](int64_t lo, int64_t hi) {
@@ -277,6 +287,8 @@ void conv_impl(const ConvArgs& a, int isa, int64_t* counts_out) {
       const int64_t iy0 = oy * a.stride - a.pad;  // top input row (unpadded coordinates)
       int64_t ky_lo = std::max<int64_t>(0, -iy0), ky_hi = std::min<int64_t>(a.KH, a.H - iy0);
       for (int64_t ox0 = 0; ox0 < a.OW; ox0 += P) {
+        const int np = static_cast<int>(std::min<int64_t>(P, a.OW - ox0));
+        const TileFn tile = tile_fn(isa, np);
         int64_t xoff[P], kvalid[P], kx_lo[P], kx_hi[P];
         bool border[P];
         for (int p = 0; p < P; ++p) {
@@ -298,7 +310,7 @@ void conv_impl(const ConvArgs& a, int isa, int64_t* counts_out) {
             for (int64_t ky = 0; ky < a.KH; ++ky)
               rows[ky] = plane + (oy * a.stride + ky) * a.Wp * a.Cw;
             tile(a, rows, xoff, wg, cnt);
-            for (int p = 0; p < P; ++p) {
+            for (int p = 0; p < np; ++p) {
               if (!border[p]) continue;
               for (int64_t ky = 0; ky < a.KH; ++ky)
                 for (int64_t kx = 0; kx < a.KW; ++kx) {
@@ -312,19 +324,19 @@ void conv_impl(const ConvArgs& a, int isa, int64_t* counts_out) {
             // same float32 value to the last bit (acc starts at 0, and 0 + t = t)
             const float* al = a.alpha + m * C8 + g * LANES;
             const float bn = a.beta[n];
-            for (int p = 0; p < P; ++p)
+            for (int p = 0; p < np; ++p)
               for (int j = 0; j < LANES; ++j)
                 acc[p][j] += al[j] * (bn * static_cast<float>(kvalid[p] - 2 * cnt[p][j]));
             if (counts_out != nullptr) {
               // [M][N][B][OH][OW][C_out]: the exact integer dot products
-              for (int p = 0; p < P && ox0 + p < a.OW; ++p)
+              for (int p = 0; p < np; ++p)
                 for (int j = 0; j < LANES && g * LANES + j < a.Cout; ++j)
                   counts_out[((((m * a.N + n) * a.B + b) * a.OH + oy) * a.OW + ox0 + p) *
                                  a.Cout + g * LANES + j] = kvalid[p] - 2 * cnt[p][j];
             }
           }
         }
-        for (int p = 0; p < P && ox0 + p < a.OW; ++p) {
+        for (int p = 0; p < np; ++p) {
           float* o = a.out + ((b * a.OH + oy) * a.OW + ox0 + p) * a.Cout + g * LANES;
           for (int j = 0; j < LANES && g * LANES + j < a.Cout; ++j)
             o[j] = acc[p][j] + (a.bias ? a.bias[g * LANES + j] : 0.f);
