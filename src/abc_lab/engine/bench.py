@@ -97,16 +97,19 @@ def _best_fp32(med: list[float], mins: list[float]) -> tuple[float, float, str]:
 
 def _interleaved(fns: list[Callable[[], object]], rounds: int, warmup: int = 1) -> list[float]:
     """Median seconds of each function over ``rounds`` interleaved rounds (the fastest round
-    of each is kept in ``_interleaved.mins``)."""
+    of each is kept in ``_interleaved.mins``). Each round starts one function later, so each
+    runs after every other equally often: a sub-millisecond layer timed right after a float
+    convolution finds its caches cold, and a fixed order would charge that to one of them."""
     with torch.no_grad():
         for fn in fns:
             for _ in range(warmup):
                 fn()
         times: list[list[float]] = [[] for _ in fns]
-        for _ in range(rounds):
-            for i, fn in enumerate(fns):
+        for r in range(rounds):
+            for k in range(len(fns)):
+                i = (r + k) % len(fns)
                 t0 = time.perf_counter()
-                fn()
+                fns[i]()
                 times[i].append(time.perf_counter() - t0)
     _interleaved.mins = [min(t) for t in times]  # type: ignore[attr-defined]
     return [statistics.median(t) for t in times]
