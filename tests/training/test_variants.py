@@ -208,6 +208,29 @@ def test_fourth_recipe_study_fine_tunes_the_single_activation_base_networks_long
         assert {k for k in key if key[k] != key_before.get(k)} == {"trainer.max_epochs"}
 
 
+def test_fifth_recipe_study_fine_tunes_the_three_and_five_base_networks_longer(compose_cfg):
+    third = load_spec(REPO / "sweeps" / "fmnist_recipe_study_3.yaml")
+    fifth = load_spec(REPO / "sweeps" / "fmnist_recipe_study_5.yaml")
+    values = fifth.raw["parameters"]["variant"]["values"]
+    seeds = [f"recipe_study/abc_{mn}{s}" for s in ("", "_seed1", "_seed2") for mn in ("3_3", "5_5")]
+    assert values == seeds and fifth.grid_size() == 6  # seed 0 first
+    assert set(values) <= set(third.raw["parameters"]["variant"]["values"])
+    fixed = lambda spec: {k: v["value"] for k, v in spec.raw["parameters"].items() if "value" in v}  # noqa: E731
+    assert fixed(fifth) == {**fixed(third), "trainer.max_epochs": 6}  # the one change
+    start = ["init_from=/fp/best.ckpt", "module.distill.teacher=/fp/best.ckpt"]
+    for name in values:
+        cfg, _ = compose_cfg(
+            *fifth.run_overrides({**fixed(fifth), "variant": name}), *start, shrink=False
+        )
+        before, _ = compose_cfg(
+            *third.run_overrides({**fixed(third), "variant": name}), *start, shrink=False
+        )
+        assert (cfg.quant.M, cfg.quant.N) in ((3, 3), (5, 5))
+        assert (cfg.trainer.max_epochs, before.trainer.max_epochs) == (6, 2)
+        key, key_before = (record_key(c, quant_config(c)) for c in (cfg, before))
+        assert {k for k in key if key[k] != key_before.get(k)} == {"trainer.max_epochs"}
+
+
 def _as_run(cfg, run_dir: Path):
     """Point Hydra's runtime output dir (what ${hydra:...} reads) at ``run_dir``."""
     with read_write(cfg.hydra), open_dict(cfg.hydra):
