@@ -181,54 +181,50 @@ def test_third_recipe_study_adds_activation_calibration_to_the_second(compose_cf
     assert keys[second.name, abc]["quant.act_calibration"] is None
 
 
-def test_fourth_recipe_study_fine_tunes_the_single_activation_base_networks_longer(compose_cfg):
+def _longer_than_the_third_study(compose_cfg, sweep_file: str):
+    """The configs of each variant of ``sweep_file`` composed as there and as in the third
+    recipe study, after checking that the sweep's fixed parameters are the third study's
+    plus ``trainer.max_epochs=6`` and that the run keys differ in that field alone."""
     third = load_spec(REPO / "sweeps" / "fmnist_recipe_study_3.yaml")
-    fourth = load_spec(REPO / "sweeps" / "fmnist_recipe_study_4.yaml")
-    values = fourth.raw["parameters"]["variant"]["values"]
+    later = load_spec(REPO / "sweeps" / sweep_file)
+    fixed = lambda spec: {k: v["value"] for k, v in spec.raw["parameters"].items() if "value" in v}  # noqa: E731
+    assert fixed(later) == {**fixed(third), "trainer.max_epochs": 6}  # the one change
+    start = ["init_from=/fp/best.ckpt", "module.distill.teacher=/fp/best.ckpt"]
+    configs = {}
+    for name in later.raw["parameters"]["variant"]["values"]:
+        cfg, _ = compose_cfg(
+            *later.run_overrides({**fixed(later), "variant": name}), *start, shrink=False
+        )
+        before, _ = compose_cfg(
+            *third.run_overrides({**fixed(third), "variant": name}), *start, shrink=False
+        )
+        assert (cfg.trainer.max_epochs, before.trainer.max_epochs) == (6, 2)
+        key, key_before = (record_key(c, quant_config(c)) for c in (cfg, before))
+        assert {k for k in key if key[k] != key_before.get(k)} == {"trainer.max_epochs"}
+        configs[name] = cfg
+    return configs
+
+
+def test_fourth_recipe_study_fine_tunes_the_single_activation_base_networks_longer(compose_cfg):
+    configs = _longer_than_the_third_study(compose_cfg, "fmnist_recipe_study_4.yaml")
     single = [
         "recipe_study/xnor",
         "recipe_study/abc_1_1",
         "recipe_study/bnn",
         "recipe_study/abc_3_1",
     ]
-    assert values == single and fourth.grid_size() == 4
-    fixed = lambda spec: {k: v["value"] for k, v in spec.raw["parameters"].items() if "value" in v}  # noqa: E731
-    assert fixed(fourth) == {**fixed(third), "trainer.max_epochs": 6}  # the one change
-    start = ["init_from=/fp/best.ckpt", "module.distill.teacher=/fp/best.ckpt"]
-    for name in single:
-        cfg, _ = compose_cfg(
-            *fourth.run_overrides({**fixed(fourth), "variant": name}), *start, shrink=False
-        )
-        before, _ = compose_cfg(
-            *third.run_overrides({**fixed(third), "variant": name}), *start, shrink=False
-        )
+    assert list(configs) == single
+    for cfg in configs.values():
         assert cfg.quant.name in ("xnor", "bnn") or cfg.quant.N == 1  # one activation base
-        assert (cfg.trainer.max_epochs, before.trainer.max_epochs) == (6, 2)
-        key, key_before = (record_key(c, quant_config(c)) for c in (cfg, before))
-        assert {k for k in key if key[k] != key_before.get(k)} == {"trainer.max_epochs"}
 
 
 def test_fifth_recipe_study_fine_tunes_the_three_and_five_base_networks_longer(compose_cfg):
-    third = load_spec(REPO / "sweeps" / "fmnist_recipe_study_3.yaml")
-    fifth = load_spec(REPO / "sweeps" / "fmnist_recipe_study_5.yaml")
-    values = fifth.raw["parameters"]["variant"]["values"]
+    configs = _longer_than_the_third_study(compose_cfg, "fmnist_recipe_study_5.yaml")
     seeds = [f"recipe_study/abc_{mn}{s}" for s in ("", "_seed1", "_seed2") for mn in ("3_3", "5_5")]
-    assert values == seeds and fifth.grid_size() == 6  # seed 0 first
-    assert set(values) <= set(third.raw["parameters"]["variant"]["values"])
-    fixed = lambda spec: {k: v["value"] for k, v in spec.raw["parameters"].items() if "value" in v}  # noqa: E731
-    assert fixed(fifth) == {**fixed(third), "trainer.max_epochs": 6}  # the one change
-    start = ["init_from=/fp/best.ckpt", "module.distill.teacher=/fp/best.ckpt"]
-    for name in values:
-        cfg, _ = compose_cfg(
-            *fifth.run_overrides({**fixed(fifth), "variant": name}), *start, shrink=False
-        )
-        before, _ = compose_cfg(
-            *third.run_overrides({**fixed(third), "variant": name}), *start, shrink=False
-        )
+    assert list(configs) == seeds  # seed 0 first
+    for cfg in configs.values():
         assert (cfg.quant.M, cfg.quant.N) in ((3, 3), (5, 5))
-        assert (cfg.trainer.max_epochs, before.trainer.max_epochs) == (6, 2)
-        key, key_before = (record_key(c, quant_config(c)) for c in (cfg, before))
-        assert {k for k in key if key[k] != key_before.get(k)} == {"trainer.max_epochs"}
+    assert sorted(cfg.seed for cfg in configs.values()) == [0, 0, 1, 1, 2, 2]
 
 
 def _as_run(cfg, run_dir: Path):
