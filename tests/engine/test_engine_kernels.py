@@ -121,3 +121,29 @@ def test_threads_give_identical_results(native):
     finally:
         torch.set_num_threads(before)
     assert torch.equal(one, many)
+
+
+def test_inference_bench_takes_the_faster_torch_layout_and_times_every_configuration(native):
+    """The engine bench's baseline is torch's faster float32 layout, named in each row, and
+    every configuration (network and per-layer rows, whole-run latency) gets its own timing."""
+    from abc_lab.engine.bench import (
+        FP32_LAYOUTS,
+        MODELS,
+        bench_model,
+        bench_run_latency,
+        engine_for,
+    )
+    from abc_lab.models import build_model
+    from abc_lab.quant import parse_quant_spec
+
+    rows = bench_model("resnet20", ["fp", "xnor"], batch=1, threads=1, rounds=2, bf16=False)
+    assert {r.config for r in rows if r.scope == "network"} == {"fp", "xnor"}
+    assert any(r.scope != "network" for r in rows)
+    for r in rows:
+        assert r.fp32_layout in FP32_LAYOUTS and r.bf16_ms is None
+        assert 0 < r.fp32_min_ms <= r.fp32_ms and 0 < r.engine_min_ms <= r.engine_ms
+    spec = MODELS["resnet20"]
+    engine = engine_for(build_model(**spec).eval(), spec, parse_quant_spec("xnor"))
+    (row,) = bench_run_latency(engine, batches=[2], threads=[1], rounds=2)
+    assert row["fp32_layout"] in FP32_LAYOUTS and row["bf16_ms"] > 0
+    assert row["speedup_fp32"] == pytest.approx(row["fp32_ms"] / row["engine_ms"])

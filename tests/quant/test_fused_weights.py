@@ -50,9 +50,16 @@ def test_abc_fold_of_many_layers_equals_each_layer_on_its_own(M, scope, trainabl
             assert us[i].grad is None
 
 
+def _base_patterns(u: torch.Tensor) -> torch.Tensor:
+    """(L, M+1, M): row k holds the M bases (±1) of a weight whose bases are +1 for exactly k
+    of them (the k highest ranks of ``QF.base_ranks``)."""
+    ks = torch.arange(u.shape[1] + 1).view(1, -1, 1)
+    return torch.where(QF.base_ranks(u).unsqueeze(1) < ks, 1.0, -1.0).to(u.dtype)
+
+
 def _pinv_alpha(counts: torch.Tensor, sums: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     """α of each segment as the pseudo-inverse solves it from the level counts and sums."""
-    P = QF.base_patterns(u.double()).expand(counts.shape[0], -1, -1)  # (S, M+1, M)
+    P = _base_patterns(u.double()).expand(counts.shape[0], -1, -1)  # (S, M+1, M)
     gram = P.transpose(1, 2) @ (counts.unsqueeze(-1) * P)
     rhs = (P * sums.unsqueeze(-1)).sum(1)
     return (torch.linalg.pinv(gram, hermitian=True) @ rhs.unsqueeze(-1)).squeeze(-1)
@@ -78,7 +85,7 @@ def test_closed_form_level_fit_is_the_minimum_norm_least_squares_alpha(M):
         expected = _pinv_alpha(counts, sums, u)
         assert torch.allclose(alpha, expected, atol=1e-10), (trial, (alpha - expected).abs().max())
         # filled levels are quantized to what the α give them
-        fitted = (expected.unsqueeze(1) * QF.base_patterns(u).expand(9, -1, -1)).sum(-1)
+        fitted = (expected.unsqueeze(1) * _base_patterns(u).expand(9, -1, -1)).sum(-1)
         assert torch.allclose(values[counts > 0], fitted[counts > 0], atol=1e-10)
 
 

@@ -82,17 +82,51 @@ def engine_for(float_model: nn.Module, spec: dict[str, Any], quant: QuantConfig)
 FP32_LAYOUTS = ("nchw", "channels_last")
 
 
-def _fp32_variants(module: nn.Module, x: torch.Tensor) -> list[Callable[[], object]]:
-    """torch float32 forwards of ``module`` on ``x`` in NCHW and in channels-last."""
+@dataclass
+class TorchBaseline:
+    """torch's side of one interleaved timing: the faster float32 layout and bfloat16."""
+
+    fp32: float  # median seconds
+    fp32_min: float  # fastest round
+    layout: str
+    bf16: float | None
+
+
+def _against_torch(
+    module: nn.Module, x: torch.Tensor, bf16: bool, others: list[Callable[[], object]], rounds: int
+) -> tuple[TorchBaseline, list[float], list[float]]:
+    """``others`` timed in interleaved rounds beside torch's ``module(x)`` in float32 (NCHW and
+    channels-last) and, with ``bf16``, bfloat16: torch's baseline, then the medians and
+    fastest rounds of ``others``."""
     cl = copy.deepcopy(module).to(memory_format=torch.channels_last)
     x_cl = x.contiguous(memory_format=torch.channels_last)
-    return [lambda: module(x), lambda: cl(x_cl)]
-
-
-def _best_fp32(med: list[float], mins: list[float]) -> tuple[float, float, str]:
-    """Median, fastest round and layout of the faster float32 variant (the first two)."""
+    fns: list[Callable[[], object]] = [lambda: module(x), lambda: cl(x_cl)]
+    if bf16:
+        m16, x16 = copy.deepcopy(module).to(torch.bfloat16), x.to(torch.bfloat16)
+        fns.append(lambda: m16(x16))
+    med = _interleaved(fns + others, rounds)
+    mins = _interleaved.mins  # type: ignore[attr-defined]
     i = 0 if med[0] <= med[1] else 1
-    return med[i], mins[i], FP32_LAYOUTS[i]
+    base = TorchBaseline(med[i], mins[i], FP32_LAYOUTS[i], med[2] if bf16 else None)
+    return base, med[len(fns) :], mins[len(fns) :]
+
+
+def _timing(
+    model: str,
+    scope: str,
+    config: str,
+    batch: int,
+    threads: int,
+    engine_s: float,
+    engine_min_s: float,
+    base: TorchBaseline,
+) -> Timing:
+    """One row: the engine's median and fastest round against torch's baseline (ms)."""
+    return Timing(
+        model, scope, config, batch, threads, 1e3 * engine_s, 1e3 * base.fp32,
+        None if base.bf16 is None else 1e3 * base.bf16, 1e3 * engine_min_s,
+        1e3 * base.fp32_min, base.layout,
+    )  # fmt: skip
 
 
 def _interleaved(fns: list[Callable[[], object]], rounds: int, warmup: int = 1) -> list[float]:
@@ -152,21 +186,11 @@ def bench_model(
     float_model = build_model(**spec).eval()
     x = torch.randn(batch, spec["in_channels"], spec["input_size"], spec["input_size"])
     engines = {c: engine_for(float_model, spec, parse_quant_spec(c)) for c in configs}
-    fns = _fp32_variants(float_model, x)
-    if bf16:
-        model_bf16 = copy.deepcopy(float_model).to(torch.bfloat16)
-        x_bf16 = x.to(torch.bfloat16)
-        fns.append(lambda: model_bf16(x_bf16))
-    fns += [lambda e=e: e(x) for e in engines.values()]
-    med = _interleaved(fns, rounds)
-    mins = _interleaved.mins  # type: ignore[attr-defined]
-    (fp32, fp32_lo, layout), skip = _best_fp32(med, mins), 3 if bf16 else 2
-    b16 = med[2] if bf16 else None
-    out = [
-        Timing(model, "network", c, batch, threads, 1e3 * t, 1e3 * fp32, b16 and 1e3 * b16,
-               1e3 * lo, 1e3 * fp32_lo, layout)
-        for c, t, lo in zip(configs, med[skip:], mins[skip:], strict=True)
-    ]  # fmt: skip
+    base, med, mins = _against_torch(
+        float_model, x, bf16, [lambda e=e: e(x) for e in engines.values()], rounds
+    )
+    out = [_timing(model, "network", c, batch, threads, t, lo, base)
+           for c, t, lo in zip(configs, med, mins, strict=True)]  # fmt: skip
     if not layers:
         return out
     binary = [c for c in configs if c != "fp"]
@@ -175,20 +199,11 @@ def bench_model(
         layer, inp = per_config[binary[0]][key]
         co, ci, k, _ = layer.entry["shape"]
         conv = nn.Conv2d(ci, co, k, layer.stride, layer.padding, bias=False).eval()
-        fns = _fp32_variants(conv, inp)
-        if bf16:
-            conv16, inp16 = copy.deepcopy(conv).to(torch.bfloat16), inp.to(torch.bfloat16)
-            fns.append(lambda conv16=conv16, inp16=inp16: conv16(inp16))
-        fns += [lambda c=c, key=key: per_config[c][key][0](per_config[c][key][1]) for c in binary]
-        med = _interleaved(fns, rounds)
-        mins = _interleaved.mins  # type: ignore[attr-defined]
-        (fp32, fp32_lo, layout), skip = _best_fp32(med, mins), 3 if bf16 else 2
-        b16 = med[2] if bf16 else None
-        out += [
-            Timing(model, key, c, batch, threads, 1e3 * t, 1e3 * fp32, b16 and 1e3 * b16,
-                   1e3 * lo, 1e3 * fp32_lo, layout)
-            for c, t, lo in zip(binary, med[skip:], mins[skip:], strict=True)
-        ]  # fmt: skip
+        layers_of = [lambda c=c, key=key: per_config[c][key][0](per_config[c][key][1])
+                     for c in binary]  # fmt: skip
+        base, med, mins = _against_torch(conv, inp, bf16, layers_of, rounds)
+        out += [_timing(model, key, c, batch, threads, t, lo, base)
+                for c, t, lo in zip(binary, med, mins, strict=True)]  # fmt: skip
     return out
 
 
@@ -231,23 +246,15 @@ def bench_run_latency(
         torch.set_num_threads(t)
         for b in batches:
             x = torch.randn(b, *engine.meta["input_shape"])
-            m16, x16 = copy.deepcopy(float_model).to(torch.bfloat16), x.to(torch.bfloat16)
-            med = _interleaved(
-                [
-                    *_fp32_variants(float_model, x),
-                    lambda m16=m16, x16=x16: m16(x16),
-                    lambda x=x: engine(x),
-                ],
-                rounds,
+            base, (eng,), (eng_lo,) = _against_torch(
+                float_model, x, True, [lambda x=x: engine(x)], rounds
             )
-            lo = _interleaved.mins  # type: ignore[attr-defined]
-            fp32, fp32_lo, layout = _best_fp32(med, lo)
-            b16, eng = med[2], med[3]
             rows.append({
-                "batch": b, "threads": t, "engine_ms": 1e3 * eng, "fp32_ms": 1e3 * fp32,
-                "bf16_ms": 1e3 * b16, "speedup_fp32": fp32 / eng, "speedup_bf16": b16 / eng,
-                "engine_min_ms": 1e3 * lo[3], "fp32_min_ms": 1e3 * fp32_lo,
-                "speedup_fp32_min": fp32_lo / lo[3], "fp32_layout": layout,
+                "batch": b, "threads": t, "engine_ms": 1e3 * eng, "fp32_ms": 1e3 * base.fp32,
+                "bf16_ms": 1e3 * base.bf16, "speedup_fp32": base.fp32 / eng,
+                "speedup_bf16": base.bf16 / eng, "engine_min_ms": 1e3 * eng_lo,
+                "fp32_min_ms": 1e3 * base.fp32_min, "speedup_fp32_min": base.fp32_min / eng_lo,
+                "fp32_layout": base.layout,
             })  # fmt: skip
     return rows
 

@@ -247,14 +247,6 @@ def base_ranks(u: Tensor) -> Tensor:
     return torch.argsort(torch.argsort(-u, dim=1, stable=True), dim=1)
 
 
-def base_patterns(u: Tensor) -> Tensor:
-    """(L, M+1, M): row k of layer l holds the M bases (±1) of a weight whose bases are +1 for
-    exactly k of them (see ``base_ranks``)."""
-    M = u.shape[1]
-    ks = torch.arange(M + 1, device=u.device).view(1, -1, 1)
-    return torch.where(base_ranks(u).unsqueeze(1) < ks, 1.0, -1.0).to(u.dtype)
-
-
 def level_fit(counts: Tensor, sums: Tensor) -> Tensor:
     """Least-squares values of the M+1 levels of every segment, in closed form: (S, M+1).
 

@@ -54,7 +54,7 @@ struct ConvArgs {
 // (a row's last tile holds fewer than P when P does not divide its width).
 template <int NP>
 void tile_portable(const ConvArgs& a, const uint64_t* const* rows, const int64_t* xoff,
-                          const uint64_t* wg, int64_t cnt[P][LANES]) {
+                   const uint64_t* wg, int64_t cnt[P][LANES]) {
   for (int p = 0; p < NP; ++p)
     for (int j = 0; j < LANES; ++j) cnt[p][j] = 0;
   const int64_t Cw = a.Cw;
