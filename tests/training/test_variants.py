@@ -181,14 +181,14 @@ def test_third_recipe_study_adds_activation_calibration_to_the_second(compose_cf
     assert keys[second.name, abc]["quant.act_calibration"] is None
 
 
-def _longer_than_the_third_study(compose_cfg, sweep_file: str):
+def _longer_than_the_third_study(compose_cfg, sweep_file: str, epochs: int = 6):
     """The configs of each variant of ``sweep_file`` composed as there and as in the third
     recipe study, after checking that the sweep's fixed parameters are the third study's
-    plus ``trainer.max_epochs=6`` and that the run keys differ in that field alone."""
+    plus ``trainer.max_epochs=epochs`` and that the run keys differ in that field alone."""
     third = load_spec(REPO / "sweeps" / "fmnist_recipe_study_3.yaml")
     later = load_spec(REPO / "sweeps" / sweep_file)
     fixed = lambda spec: {k: v["value"] for k, v in spec.raw["parameters"].items() if "value" in v}  # noqa: E731
-    assert fixed(later) == {**fixed(third), "trainer.max_epochs": 6}  # the one change
+    assert fixed(later) == {**fixed(third), "trainer.max_epochs": epochs}  # the one change
     start = ["init_from=/fp/best.ckpt", "module.distill.teacher=/fp/best.ckpt"]
     configs = {}
     for name in later.raw["parameters"]["variant"]["values"]:
@@ -198,7 +198,7 @@ def _longer_than_the_third_study(compose_cfg, sweep_file: str):
         before, _ = compose_cfg(
             *third.run_overrides({**fixed(third), "variant": name}), *start, shrink=False
         )
-        assert (cfg.trainer.max_epochs, before.trainer.max_epochs) == (6, 2)
+        assert (cfg.trainer.max_epochs, before.trainer.max_epochs) == (epochs, 2)
         key, key_before = (record_key(c, quant_config(c)) for c in (cfg, before))
         assert {k for k in key if key[k] != key_before.get(k)} == {"trainer.max_epochs"}
         configs[name] = cfg
@@ -225,6 +225,15 @@ def test_fifth_recipe_study_fine_tunes_the_three_and_five_base_networks_longer(c
     for cfg in configs.values():
         assert (cfg.quant.M, cfg.quant.N) in ((3, 3), (5, 5))
     assert sorted(cfg.seed for cfg in configs.values()) == [0, 0, 1, 1, 2, 2]
+
+
+def test_sixth_recipe_study_fine_tunes_xnor_and_abc_1_1_as_long_as_fp_trained(compose_cfg):
+    configs = _longer_than_the_third_study(compose_cfg, "fmnist_recipe_study_6.yaml", epochs=15)
+    assert list(configs) == ["recipe_study/xnor", "recipe_study/abc_1_1"]
+    fp, _ = compose_cfg("experiment=fmnist_recipe_study", "variant=recipe_study/fp", shrink=False)
+    for cfg in configs.values():
+        assert cfg.trainer.max_epochs == fp.trainer.max_epochs  # as long as the start trained
+        assert cfg.seed == 0
 
 
 def _as_run(cfg, run_dir: Path):
