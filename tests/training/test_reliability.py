@@ -116,6 +116,9 @@ def test_repeated_warning_is_logged_once(caplog):
 
     from abc_lab.training.entry import route_logs
 
+    # an earlier test of this worker may have left logging capturing warnings: captureWarnings
+    # then keeps the display function pytest has since restored, so start from no capture
+    logging.captureWarnings(False)
     route_logs()
     with caplog.at_level(logging.WARNING, logger="py.warnings"):
         for _ in range(3):
