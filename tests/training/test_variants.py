@@ -189,9 +189,11 @@ def _longer_than_the_third_study(compose_cfg, sweep_file: str, epochs: int = 6):
     later = load_spec(REPO / "sweeps" / sweep_file)
     fixed = lambda spec: {k: v["value"] for k, v in spec.raw["parameters"].items() if "value" in v}  # noqa: E731
     assert fixed(later) == {**fixed(third), "trainer.max_epochs": epochs}  # the one change
+    variants = later.raw["parameters"]["variant"]["values"]
+    assert later.grid_size() == len(variants)  # one training per variant, nothing else swept
     start = ["init_from=/fp/best.ckpt", "module.distill.teacher=/fp/best.ckpt"]
     configs = {}
-    for name in later.raw["parameters"]["variant"]["values"]:
+    for name in variants:
         cfg, _ = compose_cfg(
             *later.run_overrides({**fixed(later), "variant": name}), *start, shrink=False
         )
