@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 FMNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: install data test test-slurm lint demo study recipes recipe-study recipe-study-2 recipe-study-3 recipe-study-4 recipe-study-5 recipe-study-6 engine-check bench device-check clean
+.PHONY: install data test test-slurm lint demo study recipes recipe-study recipe-study-2 recipe-study-3 recipe-study-4 recipe-study-5 recipe-study-6 recipe-study-7 engine-check bench device-check clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -167,6 +167,15 @@ RECIPE_STUDY_6 := sweeps/fmnist_recipe_study_6.yaml
 recipe-study-6: install data
 	$(call copy_runs,$(RECIPE_STUDY),$(RECIPE_STUDY_6),fp fp_seed1 fp_seed2,recipe-study)
 	$(call sweep_and_report,$(RECIPE_STUDY_6),fashion-mnist-recipe-study-6)
+
+# The sixth study without distillation (sweeps/fmnist_recipe_study_7.yaml, 2 trainings):
+# xnor and abc(1,1) fine-tuned 15 epochs on the labels alone. Its baselines and start are the
+# recipe study's fp runs, copied into its runs directory. Resumable; then the report in
+# reports/fashion-mnist-recipe-study-7/.
+RECIPE_STUDY_7 := sweeps/fmnist_recipe_study_7.yaml
+recipe-study-7: install data
+	$(call copy_runs,$(RECIPE_STUDY),$(RECIPE_STUDY_7),fp fp_seed1 fp_seed2,recipe-study)
+	$(call sweep_and_report,$(RECIPE_STUDY_7),fashion-mnist-recipe-study-7)
 
 # The bitwise engine on trained runs: short trainings (far from converged, which does not
 # matter for exactness), each exported and evaluated on the full Fashion-MNIST test set;

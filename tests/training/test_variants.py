@@ -12,7 +12,7 @@ from omegaconf import OmegaConf, open_dict, read_write
 from abc_lab.errors import UserError
 from abc_lab.sweeps.spec import load_spec
 from abc_lab.training.checkpoints import run_checkpoint
-from abc_lab.training.train import quant_config, record_key, train
+from abc_lab.training.train import active_teacher, quant_config, record_key, train
 
 REPO = Path(__file__).resolve().parents[2]
 VARIANTS = sorted(p.stem for p in (REPO / "conf" / "variant").glob("*.yaml"))
@@ -181,30 +181,42 @@ def test_third_recipe_study_adds_activation_calibration_to_the_second(compose_cf
     assert keys[second.name, abc]["quant.act_calibration"] is None
 
 
-def _longer_than_the_third_study(compose_cfg, sweep_file: str, epochs: int = 6):
-    """The configs of each variant of ``sweep_file`` composed as there and as in the third
-    recipe study, after checking that the sweep's fixed parameters are the third study's
-    plus ``trainer.max_epochs=epochs`` and that the run keys differ in that field alone."""
-    third = load_spec(REPO / "sweeps" / "fmnist_recipe_study_3.yaml")
+def _one_change(compose_cfg, base_file: str, sweep_file: str, change: dict, keyed_as=None):
+    """The configs of each variant of ``sweep_file``, composed as there and as in the sweep
+    ``base_file``, after checking that the sweep's fixed parameters are the base's plus
+    ``change``, that it sweeps its variants and nothing else, and that each variant's run
+    keys in the two sweeps differ in the fields ``keyed_as`` alone (default: those of
+    ``change``)."""
+    base = load_spec(REPO / "sweeps" / base_file)
     later = load_spec(REPO / "sweeps" / sweep_file)
     fixed = lambda spec: {k: v["value"] for k, v in spec.raw["parameters"].items() if "value" in v}  # noqa: E731
-    assert fixed(later) == {**fixed(third), "trainer.max_epochs": epochs}  # the one change
+    assert fixed(later) == {**fixed(base), **change}  # the one change
     variants = later.raw["parameters"]["variant"]["values"]
     assert later.grid_size() == len(variants)  # one training per variant, nothing else swept
     start = ["init_from=/fp/best.ckpt", "module.distill.teacher=/fp/best.ckpt"]
     configs = {}
     for name in variants:
-        cfg, _ = compose_cfg(
-            *later.run_overrides({**fixed(later), "variant": name}), *start, shrink=False
+        cfg, before = (
+            compose_cfg(
+                *spec.run_overrides({**fixed(spec), "variant": name}), *start, shrink=False
+            )[0]
+            for spec in (later, base)
         )
-        before, _ = compose_cfg(
-            *third.run_overrides({**fixed(third), "variant": name}), *start, shrink=False
-        )
-        assert (cfg.trainer.max_epochs, before.trainer.max_epochs) == (epochs, 2)
         key, key_before = (record_key(c, quant_config(c)) for c in (cfg, before))
-        assert {k for k in key if key[k] != key_before.get(k)} == {"trainer.max_epochs"}
-        configs[name] = cfg
+        assert {k for k in key if key[k] != key_before.get(k)} == set(keyed_as or change)
+        configs[name] = (cfg, before)
     return configs
+
+
+def _longer_than_the_third_study(compose_cfg, sweep_file: str, epochs: int = 6):
+    """The configs of each variant of ``sweep_file``, a sweep that is the third recipe study
+    with ``trainer.max_epochs=epochs`` and nothing else changed."""
+    pairs = _one_change(
+        compose_cfg, "fmnist_recipe_study_3.yaml", sweep_file, {"trainer.max_epochs": epochs}
+    )
+    for cfg, before in pairs.values():
+        assert (cfg.trainer.max_epochs, before.trainer.max_epochs) == (epochs, 2)
+    return {name: cfg for name, (cfg, _) in pairs.items()}
 
 
 def test_fourth_recipe_study_fine_tunes_the_single_activation_base_networks_longer(compose_cfg):
@@ -236,6 +248,21 @@ def test_sixth_recipe_study_fine_tunes_xnor_and_abc_1_1_as_long_as_fp_trained(co
     for cfg in configs.values():
         assert cfg.trainer.max_epochs == fp.trainer.max_epochs  # as long as the start trained
         assert cfg.seed == 0
+
+
+def test_seventh_recipe_study_is_the_sixth_without_distillation(compose_cfg):
+    pairs = _one_change(
+        compose_cfg,
+        "fmnist_recipe_study_6.yaml",
+        "fmnist_recipe_study_7.yaml",
+        {"module.distill.weight": 0.0},
+        keyed_as={"module.distill.teacher"},  # distillation that is off keys as no teacher
+    )
+    assert list(pairs) == ["recipe_study/xnor", "recipe_study/abc_1_1"]
+    for cfg, before in pairs.values():
+        assert (cfg.module.distill.weight, before.module.distill.weight) == (0.0, 0.5)
+        assert active_teacher(cfg) is None  # the teacher is checked, never run
+        assert active_teacher(before) == "/fp/best.ckpt"
 
 
 def _as_run(cfg, run_dir: Path):

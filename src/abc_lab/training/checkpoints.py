@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -143,3 +144,51 @@ def quantize_from(
                 )
         load_into(model, quant_part)
     return model
+
+
+CONFIG = "config.yaml"
+
+
+def trained_model(
+    path: str | Path, what: str, check: Callable[[dict], None] | None = None
+) -> tuple[nn.Module, dict, str]:
+    """A finished run's trained network as it was trained (its model and quantizer from the
+    run's own config, its weights from ``path``: a run directory's best checkpoint, or a
+    .ckpt inside a run directory); returns it with the run's resolved config and the
+    checkpoint used. Anything missing or not fitting is a UserError naming ``what``;
+    ``check`` sees the run's config before anything is built, and may raise its own."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    checkpoint = run_checkpoint(path, what)
+    ckpt = read_checkpoint(checkpoint, what)
+    config_file = run_dir_of(checkpoint) / CONFIG
+    if not config_file.is_file():
+        raise UserError(
+            f"{what} '{path}' is not in a run directory with {CONFIG} (the run's model "
+            "and quantizer are read from it); pass a run directory of abc-lab train or a "
+            ".ckpt inside one"
+        )
+    try:
+        cfg = OmegaConf.to_container(OmegaConf.load(config_file), resolve=True)
+    except Exception as err:
+        raise UserError(f"{what} '{path}': {config_file} is not readable ({err})") from err
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("model"), dict):
+        raise UserError(f"{what} '{path}': {config_file} has no model section")
+    if check is not None:
+        check(cfg)
+    try:
+        model = instantiate(cfg["model"])
+        quant = QuantConfig(
+            **{k: v for k, v in (cfg.get("quant") or {}).items() if not k.startswith("_")}
+        )
+    except Exception as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(
+            f"{what} '{path}': its model or quantizer cannot be built ({reason})"
+        ) from err
+    model = quantize_model(model, quant)
+    state = model_state(ckpt)
+    check_compatible(model, state, what, path)
+    model.load_state_dict(state)
+    return model, cfg, str(Path(checkpoint).resolve())

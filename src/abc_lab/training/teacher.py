@@ -9,19 +9,15 @@ or weights that do not fit).
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from ..errors import UserError
-from ..quant import QuantConfig, quantize_model
 from . import checkpoints as ckpts
 
 WHAT = "module.distill.teacher"
-CONFIG = "config.yaml"
 # model fields that follow the data (data_info): a difference means another dataset
 DATA_SHAPE = ("num_classes", "in_channels", "input_size")
 
@@ -59,35 +55,7 @@ def _check_same_task(student: DictConfig, teacher: dict[str, Any], path: str) ->
 def load_teacher(student: DictConfig, path: str) -> tuple[nn.Module, str]:
     """The frozen teacher for the student config ``student`` from ``path`` (a finished run
     directory: its best checkpoint; or a .ckpt in a run directory), and the checkpoint used."""
-    checkpoint = ckpts.run_checkpoint(path, WHAT)
-    ckpt = ckpts.read_checkpoint(checkpoint, WHAT)
-    config_file = ckpts.run_dir_of(checkpoint) / CONFIG
-    if not config_file.is_file():
-        raise UserError(
-            f"{WHAT} '{path}' is not in a run directory with {CONFIG} (the teacher's model "
-            "and quantizer are read from it); pass a run directory of abc-lab train or a "
-            ".ckpt inside one"
-        )
-    try:
-        teacher_cfg = OmegaConf.to_container(OmegaConf.load(config_file), resolve=True)
-    except Exception as err:
-        raise UserError(f"{WHAT} '{path}': {config_file} is not readable ({err})") from err
-    if not isinstance(teacher_cfg, dict) or not isinstance(teacher_cfg.get("model"), dict):
-        raise UserError(f"{WHAT} '{path}': {config_file} has no model section")
-    _check_same_task(student, teacher_cfg, path)
-    try:
-        model = instantiate(teacher_cfg["model"])
-        quant_fields = {
-            k: v for k, v in (teacher_cfg.get("quant") or {}).items() if not k.startswith("_")
-        }
-        quant = QuantConfig(**quant_fields)
-    except Exception as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(
-            f"{WHAT} '{path}': its model or quantizer cannot be built ({reason})"
-        ) from err
-    model = quantize_model(model, quant)
-    state = ckpts.model_state(ckpt)
-    ckpts.check_compatible(model, state, WHAT, path)
-    model.load_state_dict(state)
-    return model.eval().requires_grad_(False), str(Path(checkpoint).resolve())
+    model, _, checkpoint = ckpts.trained_model(
+        path, WHAT, check=lambda teacher_cfg: _check_same_task(student, teacher_cfg, path)
+    )
+    return model.eval().requires_grad_(False), checkpoint
