@@ -6,16 +6,17 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from abc_lab.initcheck import evaluate, recalibrate_bn
 from abc_lab.models import build_model
 from abc_lab.quant import parse_quant_spec, quantize_model
-from abc_lab.training.fit_probe import reestimate_bn, sign_window_shares, top1
+from abc_lab.training.fit_probe import sign_window_shares
 
 
 def test_top1_counts_the_right_answers_in_eval_mode() -> None:
     model = nn.Sequential(nn.Dropout(0.9), nn.Identity())  # dropout would change it in training
     x = torch.eye(4)
     batches = [(x[:2], torch.tensor([0, 0])), (x[2:], torch.tensor([2, 3]))]
-    assert top1(model, batches) == 75.0
+    assert evaluate(model, batches, 4)[0] == 0.75
     assert not model.training
 
 
@@ -24,10 +25,9 @@ def test_reestimated_batchnorm_holds_the_plain_mean_of_all_batches() -> None:
     bn = nn.BatchNorm1d(3, momentum=0.1)
     model = nn.Sequential(bn)
     batches = [(torch.randn(8, 3) * s + s, None) for s in (1.0, 2.0, 3.0)]
-    assert reestimate_bn(model, batches) == 1
+    recalibrate_bn(model, batches, len(batches))
     expected = torch.stack([x.mean(0) for x, _ in batches]).mean(0)
     assert torch.allclose(bn.running_mean, expected, atol=1e-6)
-    assert bn.momentum == 0.1 and not model.training
 
 
 def test_sign_window_shares_are_those_of_each_sign_layer_input() -> None:

@@ -23,40 +23,11 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+from ..initcheck import evaluate, recalibrate_bn
 from ..quant.layers import QuantConv2d, QuantLinear
 from ..quant.quantizers import SignInput
 
 SPLITS = ("train", "val", "test")
-
-
-def top1(model: nn.Module, batches: Iterable) -> float:
-    """Top-1 (%) of ``model`` in eval mode over ``(x, y)`` batches."""
-    model.eval()
-    right = total = 0
-    with torch.no_grad():
-        for x, y in batches:
-            right += int((model(x).argmax(1) == y).sum())
-            total += len(y)
-    return 100.0 * right / total
-
-
-def reestimate_bn(model: nn.Module, batches: Iterable) -> int:
-    """Recompute every BatchNorm's running statistics as the plain mean over ``batches``
-    (training-mode forward passes without gradients; nothing else changes); returns how many
-    BatchNorm layers were re-estimated."""
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    momenta = [m.momentum for m in norms]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average
-    model.train()
-    with torch.no_grad():
-        for x, _ in batches:
-            model(x)
-    for m, momentum in zip(norms, momenta, strict=True):
-        m.momentum = momentum
-    model.eval()
-    return len(norms)
 
 
 def sign_window_shares(model: nn.Module, x: torch.Tensor) -> dict[str, float]:
@@ -126,11 +97,12 @@ def main(argv: list[str]) -> int:
     print(f"{'top-1 %':<16} " + "  ".join(f"{s:>6}" for s in SPLITS))
 
     def row(label: str) -> None:
-        print(f"{label:<16} " + "  ".join(f"{top1(model, loaders[s]):6.2f}" for s in SPLITS))
+        top1 = {s: 100 * evaluate(model, loaders[s], len(loaders[s].dataset))[0] for s in SPLITS}
+        print(f"{label:<16} " + "  ".join(f"{top1[s]:6.2f}" for s in SPLITS))
 
     row("trained")
     if args.reestimate_bn:
-        reestimate_bn(model, loaders["train"])
+        recalibrate_bn(model, loaders["train"], len(loaders["train"]))
         row("BN re-estimated")
     if args.window:
         x, _ = next(iter(loaders["train"]))
