@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 FMNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: install data test test-slurm lint demo study recipes recipe-study recipe-study-2 recipe-study-3 recipe-study-4 recipe-study-5 recipe-study-6 recipe-study-7 engine-check bench device-check clean
+.PHONY: install data test test-slurm lint demo study recipes recipe-study recipe-study-2 recipe-study-3 recipe-study-4 recipe-study-5 recipe-study-6 recipe-study-7 recipe-study-8 engine-check bench device-check clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -176,6 +176,14 @@ RECIPE_STUDY_7 := sweeps/fmnist_recipe_study_7.yaml
 recipe-study-7: install data
 	$(call copy_runs,$(RECIPE_STUDY),$(RECIPE_STUDY_7),fp fp_seed1 fp_seed2,recipe-study)
 	$(call sweep_and_report,$(RECIPE_STUDY_7),fashion-mnist-recipe-study-7)
+
+# The seventh study on ResNet-20 with a shortcut around each conv (model=resnet20_bireal,
+# sweeps/fmnist_recipe_study_8.yaml, 5 trainings): its own three fp runs (seed 0 first: the
+# start of xnor and abc(1,1)), then xnor and abc(1,1) fine-tuned 15 epochs on the labels
+# alone. Resumable; then the report in reports/fashion-mnist-recipe-study-8/.
+RECIPE_STUDY_8 := sweeps/fmnist_recipe_study_8.yaml
+recipe-study-8: install data
+	$(call sweep_and_report,$(RECIPE_STUDY_8),fashion-mnist-recipe-study-8)
 
 # The bitwise engine on trained runs: short trainings (far from converged, which does not
 # matter for exactness), each exported and evaluated on the full Fashion-MNIST test set;

@@ -84,6 +84,21 @@ class Bottleneck(nn.Module):
         return self.relu(h + shortcut)
 
 
+class BiRealBlock(BasicBlock):
+    """BasicBlock with a shortcut around each conv (Bi-Real Net, Liu et al. 2018):
+    ``h = relu(conv1(bn1(x)) + shortcut(x))``, ``relu(conv2(bn2(h)) + h)``.
+
+    The same modules and parameters as :class:`BasicBlock`; only the wiring differs. In a
+    binary network each binarised conv then adds to the real-valued activations before it
+    instead of replacing them, so the information its one-bit input drops is carried past it.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x if self.downsample is None else self.downsample(x)
+        h = self.relu(norm_into(self.bn1, self.conv1, x) + shortcut)
+        return self.relu(norm_into(self.bn2, self.conv2, h) + h)
+
+
 Block = type[BasicBlock] | type[Bottleneck]
 
 
@@ -173,6 +188,18 @@ def resnet50(num_classes: int = 10, in_channels: int = 3, input_size: int = 32) 
     return ResNet(
         Bottleneck,
         [3, 4, 6, 3],
+        num_classes=num_classes,
+        in_channels=in_channels,
+        stem=_stem_for(input_size),
+    )
+
+
+@register_model("resnet18_bireal")
+def resnet18_bireal(num_classes: int = 10, in_channels: int = 3, input_size: int = 32) -> ResNet:
+    """Bi-Real-18: ResNet-18 with a shortcut around each conv (BiRealBlock)."""
+    return ResNet(
+        BiRealBlock,
+        [2, 2, 2, 2],
         num_classes=num_classes,
         in_channels=in_channels,
         stem=_stem_for(input_size),
