@@ -37,6 +37,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from .batch_statistics import batch_statistics
 from .quantizers import ABCInput, InputQuantizer, WeightQuantizer
 
 MODES = ("beta", "shifts", "shifts_bn")
@@ -153,10 +154,6 @@ def _abc_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     ]
 
 
-def _copy(t: Tensor | None) -> Tensor | None:
-    return None if t is None else t.clone()
-
-
 class _Captured(Exception):
     """Raised by the capture hook: the rest of the forward pass is not needed."""
 
@@ -255,14 +252,8 @@ def calibrate_activations(
     batches = list(batches)
     if not batches:
         raise ValueError("activation calibration needs at least one batch")
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    saved = [(m.momentum, m.training, _copy(m.num_batches_tracked)) for m in norms]
-    was_training = model.training
-    model.train()
-    for m in norms:
-        m.momentum = 0.0  # batch statistics in use, running statistics untouched
     fits = []
-    try:
+    with batch_statistics(model):
         sole = _sole_norms(model, batches[0]) if mode == "shifts_bn" else {}
         for name, layer in _abc_layers(model):
             q = layer.input_quantizer
@@ -295,10 +286,4 @@ def calibrate_activations(
                     k,
                 )  # fmt: skip
             )
-    finally:
-        for m, (momentum, training, tracked) in zip(norms, saved, strict=True):
-            m.momentum = momentum
-            m.train(training)
-            m.num_batches_tracked = tracked
-        model.train(was_training)
     return fits

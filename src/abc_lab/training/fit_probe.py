@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from ..initcheck import evaluate, recalibrate_bn
+from ..quant.batch_statistics import batch_statistics
 from ..quant.layers import QuantConv2d, QuantLinear
 from ..quant.quantizers import SignInput
 
@@ -45,18 +46,12 @@ def sign_window_shares(model: nn.Module, x: torch.Tensor) -> dict[str, float]:
 
     # a pre-hook also makes the layer take its BatchNorm and binarisation as separate calls
     hooks = [m.register_forward_pre_hook(record(name)) for name, m in layers]
-    norms = {m: m.momentum for m in model.modules() if isinstance(m, nn.BatchNorm2d)}
     try:
-        for m in norms:
-            m.momentum = 0.0
-        with torch.no_grad():
-            model.train()(x)
+        with torch.no_grad(), batch_statistics(model):
+            model(x)
     finally:
         for h in hooks:
             h.remove()
-        for m, momentum in norms.items():
-            m.momentum = momentum
-        model.eval()
     return shares
 
 

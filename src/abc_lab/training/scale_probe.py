@@ -20,6 +20,7 @@ from omegaconf import OmegaConf
 
 from ..models import BUILD_KEYS, build_model
 from ..quant import parse_quant_spec, quantize_model
+from ..quant.batch_statistics import batch_statistics
 
 DEFAULT = ("fp", "bnn", "bnn:fan_in", "xnor")
 
@@ -53,17 +54,12 @@ def stage_stds(model: torch.nn.Module, x: torch.Tensor) -> tuple[list[float], fl
         )
         for name in stages
     ]
-    momenta = {m: m.momentum for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)}
     try:
-        for m in momenta:
-            m.momentum = 0.0  # batch statistics, running statistics unchanged
-        with torch.no_grad():
-            logits = model.train()(x)
+        with torch.no_grad(), batch_statistics(model):
+            logits = model(x)
     finally:
         for h in hooks:
             h.remove()
-        for m, momentum in momenta.items():
-            m.momentum = momentum
     return [stds[s] for s in stages], float(logits.std())
 
 
