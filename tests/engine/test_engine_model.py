@@ -100,6 +100,30 @@ def test_max_pooled_model_equals_the_reference_with_channels_last_pools(quant, t
     assert seen == [True]
 
 
+@pytest.mark.parametrize("quant", [QuantConfig(name="xnor"), QuantConfig(name="abc", M=1, N=1)])
+def test_bireal_model_keeps_its_wiring_in_the_engine(quant, tmp_path, native):
+    """resnet20_bireal has the modules of resnet20; the model file names the wiring, so the
+    engine rebuilds the shortcut around each conv and its logits are the reference's."""
+    spec = {**SPEC, "name": "resnet20_bireal"}
+    torch.manual_seed(0)
+    model = quantize_model(build_model(**spec), quant).train()
+    with torch.no_grad():
+        model(torch.randn(16, 1, 28, 28))
+    model.eval()
+    path = export_model(model, tmp_path / "bireal.safetensors", spec, quant)
+    x = torch.randn(8, 1, 28, 28)
+    with torch.no_grad():
+        set_reference_mode(model, True)
+        reference = model(x)
+        plain = quantize_model(build_model(**SPEC), quant).eval()
+        plain.load_state_dict(model.state_dict())
+        set_reference_mode(plain, True)
+        other_wiring = plain(x)
+    assert not torch.allclose(other_wiring, reference, atol=1e-3)
+    assert torch.equal(load_model(path, "simulated")(x), reference)
+    assert torch.equal(load_model(path, "native")(x), reference)
+
+
 def _fmnist(count: int) -> tuple[torch.Tensor, torch.Tensor]:
     from abc_lab.data.idx import read_idx
 

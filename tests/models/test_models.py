@@ -9,7 +9,10 @@ from torch import nn
 
 from abc_lab.models import build_model, list_models, register_model
 
-EXPECTED_MODELS = {"resnet18", "resnet34", "resnet50", "resnet20", "vgg_small"}
+EXPECTED_MODELS = {
+    "resnet18", "resnet34", "resnet50", "resnet20", "vgg_small",
+    "resnet20_bireal", "resnet18_bireal",
+}  # fmt: skip
 
 
 @pytest.fixture(autouse=True)
@@ -209,3 +212,27 @@ def test_resnet20_backward_reaches_every_parameter() -> None:
         assert p.grad is not None, f"{name} got no gradient"
         assert torch.isfinite(p.grad).all(), name
         assert p.grad.abs().sum() > 0, f"{name} got an all-zero gradient"
+
+
+@pytest.mark.parametrize(
+    ("bireal", "plain"), [("resnet20_bireal", "resnet20"), ("resnet18_bireal", "resnet18")]
+)
+def test_bireal_models_have_the_plain_modules_with_a_shortcut_around_each_conv(bireal, plain):
+    from abc_lab.models.resnet import BasicBlock, BiRealBlock
+
+    a = build_model(bireal, num_classes=10, in_channels=1, input_size=28).eval()
+    b = build_model(plain, num_classes=10, in_channels=1, input_size=28).eval()
+    assert {k: v.shape for k, v in a.state_dict().items()} == {
+        k: v.shape for k, v in b.state_dict().items()
+    }
+    blocks = [m for m in a.modules() if isinstance(m, BasicBlock)]
+    assert blocks and all(type(m) is BiRealBlock for m in blocks)
+    # one block by hand, a shape-changing one (its first shortcut is the 1x1 downsample)
+    block = next(m for m in blocks if m.downsample is not None)
+    x = torch.randn(2, block.conv1.in_channels, 8, 8)
+    with torch.no_grad():
+        h = torch.relu(block.conv1(block.bn1(x)) + block.downsample(x))
+        want = torch.relu(block.conv2(block.bn2(h)) + h)
+        assert torch.allclose(block(x), want, atol=1e-6)
+        plain_out = BasicBlock.forward(block, x)  # the same modules wired as resnet's
+        assert not torch.allclose(plain_out, want, atol=1e-3)

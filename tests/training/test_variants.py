@@ -329,3 +329,40 @@ def test_init_from_a_run_directory_reads_its_record(tmp_path):
     lost = _record(tmp_path / "lost", "finished", "/gone/best.ckpt")
     with pytest.raises(UserError, match="checkpoints are gone"):
         run_checkpoint(lost, "init_from")
+
+
+def test_eighth_recipe_study_is_the_seventh_on_resnet20_with_bireal_shortcuts(compose_cfg):
+    """Its own fp runs (seed 0 first: the start), then the seventh study's xnor and abc(1,1),
+    all as in the recipe studies but for the model."""
+    seventh = load_spec(REPO / "sweeps" / "fmnist_recipe_study_7.yaml")
+    eighth = load_spec(REPO / "sweeps" / "fmnist_recipe_study_8.yaml")
+    fixed = lambda spec: {k: v["value"] for k, v in spec.raw["parameters"].items() if "value" in v}  # noqa: E731
+    assert fixed(eighth) == {"experiment": "fmnist_recipe_study", "model": "resnet20_bireal"}
+    variants = eighth.raw["parameters"]["variant"]["values"]
+    assert eighth.grid_size() == len(variants) == 5
+    assert variants[0] == "recipe_study/fp"
+    start = ["init_from=/fp/best.ckpt", "module.distill.teacher=/fp/best.ckpt"]
+    was = {
+        "recipe_study/xnor_15": (seventh, "recipe_study/xnor"),
+        "recipe_study/abc_1_1_15": (seventh, "recipe_study/abc_1_1"),
+    }
+    for name in variants:
+        spec, before_name = was.get(name, (None, name))
+        cfg, _ = compose_cfg(
+            *eighth.run_overrides({**fixed(eighth), "variant": name}),
+            *(start if spec else []),
+            shrink=False,
+        )
+        before_overrides = (
+            spec.run_overrides({**fixed(spec), "variant": before_name})
+            if spec
+            else ["experiment=fmnist_recipe_study", f"variant={before_name}"]
+        )
+        before, _ = compose_cfg(*before_overrides, *(start if spec else []), shrink=False)
+        key, key_before = (record_key(c, quant_config(c)) for c in (cfg, before))
+        assert {k for k in key if key[k] != key_before.get(k)} == {"model.name"}, name
+        assert set(key_before) <= set(key)
+        assert (key["model.name"], key_before["model.name"]) == ("resnet20_bireal", "resnet20")
+    assert [v for v in variants if v not in was] == [
+        "recipe_study/fp", "recipe_study/fp_seed1", "recipe_study/fp_seed2"
+    ]  # fmt: skip
