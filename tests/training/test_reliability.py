@@ -160,8 +160,9 @@ def test_multirun_sweep_dirs_are_unique(compose_cfg):
 @pytest.mark.parametrize(
     "override, line",
     [
-        ("model=resnet999", "error: unknown model 'resnet999'; choose one of resnet18, resnet20, "
-                            "resnet34, resnet50, vgg_small"),
+        ("model=resnet999", "error: unknown model 'resnet999'; choose one of resnet18, "
+                            "resnet18_bireal, resnet20, resnet20_bireal, resnet34, resnet50, "
+                            "vgg_small"),
         ("data=nosuch", "error: unknown data 'nosuch'; choose one of cifar10, fashion_mnist, "
                         "image_folder, imagenet"),
         ("quant=nosuch", "error: unknown quant 'nosuch'; choose one of abc, abc_act_only, "

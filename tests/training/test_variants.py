@@ -82,8 +82,13 @@ def test_study_sweep_lists_every_variant_after_the_run_it_starts_from():
 
 
 STUDY2 = REPO / "conf" / "variant" / "recipe_study"
+# Files there that are not the recipe study's variants: settings the variants include, and
+# the variants of a later study (checked by test_eighth_recipe_study_...).
+STUDY2_SETTINGS = {"binary_recipe", "long_finetune"}
+STUDY8_VARIANTS = {"xnor_15", "abc_1_1_15"}
+STUDY2_FILES = sorted(p.stem for p in STUDY2.glob("*.yaml"))
 STUDY2_VARIANTS = sorted(
-    f"recipe_study/{p.stem}" for p in STUDY2.glob("*.yaml") if p.stem != "binary_recipe"
+    f"recipe_study/{stem}" for stem in STUDY2_FILES if stem not in STUDY2_SETTINGS | STUDY8_VARIANTS
 )
 # the recipe study's variants: the first study's set, with a third fp seed and three seeds
 # of abc(3,3) and abc(5,5); binary runs start from (and distil from) the fp run of their seed
@@ -101,6 +106,11 @@ STUDY2_EXPECTED = {
 
 def test_the_recipe_study_variant_files_are_the_expected_set():
     assert STUDY2_VARIANTS == sorted(STUDY2_EXPECTED)
+    later = {f"recipe_study/{stem}" for stem in STUDY8_VARIANTS}
+    assert (
+        set(STUDY2_FILES)
+        == {v.removeprefix("recipe_study/") for v in {*STUDY2_EXPECTED, *later}} | STUDY2_SETTINGS
+    )
 
 
 @pytest.mark.parametrize("name", STUDY2_VARIANTS)
@@ -346,6 +356,7 @@ def test_eighth_recipe_study_is_the_seventh_on_resnet20_with_bireal_shortcuts(co
         "recipe_study/xnor_15": (seventh, "recipe_study/xnor"),
         "recipe_study/abc_1_1_15": (seventh, "recipe_study/abc_1_1"),
     }
+    assert {v.removeprefix("recipe_study/") for v in was} == STUDY8_VARIANTS
     for name in variants:
         spec, before_name = was.get(name, (None, name))
         cfg, _ = compose_cfg(
