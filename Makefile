@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 FMNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: install data test test-slurm lint demo study recipes recipe-study recipe-study-2 recipe-study-3 recipe-study-4 recipe-study-5 recipe-study-6 recipe-study-7 recipe-study-8 engine-check bench device-check clean
+.PHONY: install data test test-slurm lint demo study recipes recipe-study recipe-study-2 recipe-study-3 recipe-study-4 recipe-study-5 recipe-study-6 recipe-study-7 recipe-study-8 recipe-study-9 engine-check bench device-check clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -184,6 +184,15 @@ recipe-study-7: install data
 RECIPE_STUDY_8 := sweeps/fmnist_recipe_study_8.yaml
 recipe-study-8: install data
 	$(call sweep_and_report,$(RECIPE_STUDY_8),fashion-mnist-recipe-study-8)
+
+# The seventh study without training augmentation (sweeps/fmnist_recipe_study_9.yaml, 2
+# trainings): xnor and abc(1,1) fine-tuned 15 epochs on the labels alone, from the same fp
+# runs (copied from the recipe study), on the training images neither shifted nor flipped.
+# Resumable; then the report in reports/fashion-mnist-recipe-study-9/.
+RECIPE_STUDY_9 := sweeps/fmnist_recipe_study_9.yaml
+recipe-study-9: install data
+	$(call copy_runs,$(RECIPE_STUDY),$(RECIPE_STUDY_9),fp fp_seed1 fp_seed2,recipe-study)
+	$(call sweep_and_report,$(RECIPE_STUDY_9),fashion-mnist-recipe-study-9)
 
 # The bitwise engine on trained runs: short trainings (far from converged, which does not
 # matter for exactness), each exported and evaluated on the full Fashion-MNIST test set;

@@ -5,6 +5,7 @@ quantizer does not read). A field added to conf/ tomorrow is covered without a c
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from abc_lab.runs.key import (
     TEACHER_FIELD,
     derive_key,
     differences,
+    fine_tune_setup,
     flatten,
     is_excluded,
     matches,
@@ -166,6 +168,19 @@ def test_quantizer_fields_the_quantizer_does_not_read_stay_out() -> None:
     abc3 = compose_config("quant=abc", "quant.M=3")
     abc5 = compose_config("quant=abc", "quant.M=5")
     assert derive_key(abc3, quant_fields(abc3)) != derive_key(abc5, quant_fields(abc5))
+
+
+def test_fine_tuning_may_change_the_recipe_and_augmentation_but_not_the_data() -> None:
+    """A binary run started from an fp run keeps that run's setup across its recipe (lr,
+    epochs, training augmentation off), and loses it when the data change."""
+    fp = compose_config("quant=fp")
+    origin = json.dumps(variant_of(derive_key(fp, quant_fields(fp))), default=str)
+    recipe = ("quant=xnor", "optim.lr=0.01", "trainer.max_epochs=3", "data.augment=false")
+    tuned = compose_config(*recipe)
+    assert fine_tune_setup(derive_key(tuned, quant_fields(tuned)), origin) is not None
+    for data in ("data.batch_size=64", "data.train_subset=1000"):
+        other = compose_config(*recipe, data)
+        assert fine_tune_setup(derive_key(other, quant_fields(other)), origin) is None, data
 
 
 def test_bnn_records_from_before_bnn_scale_match_bnn_without_a_scale() -> None:

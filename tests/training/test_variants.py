@@ -275,6 +275,19 @@ def test_seventh_recipe_study_is_the_sixth_without_distillation(compose_cfg):
         assert active_teacher(before) == "/fp/best.ckpt"
 
 
+def test_ninth_recipe_study_is_the_seventh_without_training_augmentation(compose_cfg):
+    pairs = _one_change(
+        compose_cfg, "fmnist_recipe_study_7.yaml", "fmnist_recipe_study_9.yaml",
+        {"data.augment": False},
+    )  # fmt: skip
+    assert list(pairs) == ["recipe_study/xnor", "recipe_study/abc_1_1"]
+    fp, _ = compose_cfg("experiment=fmnist_recipe_study", "variant=recipe_study/fp", shrink=False)
+    assert fp.data.augment  # the start and the baselines trained with augmentation
+    for cfg, before in pairs.values():
+        assert (cfg.data.augment, before.data.augment) == (False, True)
+        assert cfg.trainer.max_epochs == 15 and active_teacher(cfg) is None
+
+
 def _as_run(cfg, run_dir: Path):
     """Point Hydra's runtime output dir (what ${hydra:...} reads) at ``run_dir``."""
     with read_write(cfg.hydra), open_dict(cfg.hydra):

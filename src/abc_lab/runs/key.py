@@ -60,8 +60,11 @@ SEED_FIELDS = ("seed", "data.seed")
 QUANTIZER_FIELDS = ("quant.*", "module.quant_lr_scale", "init_from")
 # How a network is trained from its start: a binary run started from an fp run (init_from)
 # is compared with that fp configuration even where these differ (a fine-tuning recipe:
-# fewer epochs, a smaller lr, parameter groups, distillation); reports list the differences.
+# fewer epochs, a smaller lr, parameter groups, distillation, training augmentation on or
+# off); reports list the differences. The data themselves (dataset, split, subset, batch
+# size) stay part of the setup.
 RECIPE_FIELDS = (
+    "data.augment",
     "optim.*",
     "schedule.*",
     "trainer.max_epochs",
