@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 FMNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: install data test test-slurm lint demo study recipes recipe-study recipe-study-2 recipe-study-3 recipe-study-4 recipe-study-5 recipe-study-6 recipe-study-7 recipe-study-8 recipe-study-9 engine-check bench device-check clean
+.PHONY: install data test test-slurm lint demo study recipes recipe-study recipe-study-2 recipe-study-3 recipe-study-4 recipe-study-5 recipe-study-6 recipe-study-7 recipe-study-8 recipe-study-9 recipe-study-10 engine-check bench device-check clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -193,6 +193,15 @@ RECIPE_STUDY_9 := sweeps/fmnist_recipe_study_9.yaml
 recipe-study-9: install data
 	$(call copy_runs,$(RECIPE_STUDY),$(RECIPE_STUDY_9),fp fp_seed1 fp_seed2,recipe-study)
 	$(call sweep_and_report,$(RECIPE_STUDY_9),fashion-mnist-recipe-study-9)
+
+# The ninth study for seeds 1 and 2 (sweeps/fmnist_recipe_study_10.yaml, 4 trainings): the
+# recipe study's fp runs and the ninth study's seed-0 runs are copied in, so its report has
+# three seeds of fp, xnor and abc(1,1). Resumable; then reports/fashion-mnist-recipe-study-10/.
+RECIPE_STUDY_10 := sweeps/fmnist_recipe_study_10.yaml
+recipe-study-10: install data
+	$(call copy_runs,$(RECIPE_STUDY),$(RECIPE_STUDY_10),fp fp_seed1 fp_seed2,recipe-study)
+	$(call copy_runs,$(RECIPE_STUDY_9),$(RECIPE_STUDY_10),xnor abc_1_1,recipe-study-9)
+	$(call sweep_and_report,$(RECIPE_STUDY_10),fashion-mnist-recipe-study-10)
 
 # The bitwise engine on trained runs: short trainings (far from converged, which does not
 # matter for exactness), each exported and evaluated on the full Fashion-MNIST test set;

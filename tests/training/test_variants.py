@@ -86,9 +86,11 @@ STUDY2 = REPO / "conf" / "variant" / "recipe_study"
 # the variants of a later study (checked by test_eighth_recipe_study_...).
 STUDY2_SETTINGS = {"binary_recipe", "long_finetune"}
 STUDY8_VARIANTS = {"xnor_15", "abc_1_1_15"}
+STUDY10_VARIANTS = {f"{q}_seed{s}" for q in ("xnor", "abc_1_1") for s in (1, 2)}
+LATER_VARIANTS = STUDY8_VARIANTS | STUDY10_VARIANTS  # not in the recipe study's own sweep
 STUDY2_FILES = sorted(p.stem for p in STUDY2.glob("*.yaml"))
 STUDY2_VARIANTS = sorted(
-    f"recipe_study/{stem}" for stem in STUDY2_FILES if stem not in STUDY2_SETTINGS | STUDY8_VARIANTS
+    f"recipe_study/{stem}" for stem in STUDY2_FILES if stem not in STUDY2_SETTINGS | LATER_VARIANTS
 )
 # the recipe study's variants: the first study's set, with a third fp seed and three seeds
 # of abc(3,3) and abc(5,5); binary runs start from (and distil from) the fp run of their seed
@@ -106,7 +108,7 @@ STUDY2_EXPECTED = {
 
 def test_the_recipe_study_variant_files_are_the_expected_set():
     assert STUDY2_VARIANTS == sorted(STUDY2_EXPECTED)
-    later = {f"recipe_study/{stem}" for stem in STUDY8_VARIANTS}
+    later = {f"recipe_study/{stem}" for stem in LATER_VARIANTS}
     assert (
         set(STUDY2_FILES)
         == {v.removeprefix("recipe_study/") for v in {*STUDY2_EXPECTED, *later}} | STUDY2_SETTINGS
@@ -286,6 +288,37 @@ def test_ninth_recipe_study_is_the_seventh_without_training_augmentation(compose
     for cfg, before in pairs.values():
         assert (cfg.data.augment, before.data.augment) == (False, True)
         assert cfg.trainer.max_epochs == 15 and active_teacher(cfg) is None
+
+
+def test_tenth_recipe_study_is_the_ninth_for_seeds_one_and_two(compose_cfg):
+    """Each run is the ninth study's run of its quantizer but for the seed and the fp run it
+    starts from (that of its seed); seed 1 of both first."""
+    ninth = load_spec(REPO / "sweeps" / "fmnist_recipe_study_9.yaml")
+    tenth = load_spec(REPO / "sweeps" / "fmnist_recipe_study_10.yaml")
+    fixed = lambda spec: {k: v["value"] for k, v in spec.raw["parameters"].items() if "value" in v}  # noqa: E731
+    assert fixed(tenth) == fixed(ninth)
+    variants = tenth.raw["parameters"]["variant"]["values"]
+    assert tenth.grid_size() == len(variants) == 4
+    assert variants == [f"recipe_study/{q}_seed{s}" for s in (1, 2) for q in ("xnor", "abc_1_1")]
+    assert {v.removeprefix("recipe_study/") for v in variants} == STUDY10_VARIANTS
+    start = ["init_from=/fp/best.ckpt", "module.distill.teacher=/fp/best.ckpt"]
+    for name in variants:
+        seed = int(name[-1])
+        cfg, _ = compose_cfg(*tenth.run_overrides({**fixed(tenth), "variant": name}), *start,
+                             shrink=False)  # fmt: skip
+        before, _ = compose_cfg(
+            *ninth.run_overrides({**fixed(ninth), "variant": name.rsplit("_seed", 1)[0]}),
+            *start,
+            shrink=False,
+        )
+        key, key_before = (record_key(c, quant_config(c)) for c in (cfg, before))
+        assert {k for k in key if key[k] != key_before.get(k)} == {"seed", "data.seed"}, name
+        assert (cfg.seed, before.seed, cfg.data.augment) == (seed, 0, False)
+        raw, _ = compose_cfg(*tenth.run_overrides({**fixed(tenth), "variant": name}),
+                             shrink=False)  # fmt: skip
+        own_fp = f"${{sweep_run:recipe_study/fp_seed{seed},${{hydra:runtime.output_dir}}}}"
+        raw = OmegaConf.to_container(raw, resolve=False)
+        assert raw["init_from"] == own_fp and raw["module"]["distill"]["teacher"] == own_fp
 
 
 def _as_run(cfg, run_dir: Path):
