@@ -187,20 +187,20 @@ recipe-study-8: install data
 
 # The seventh study without training augmentation (sweeps/fmnist_recipe_study_9.yaml, 2
 # trainings): xnor and abc(1,1) fine-tuned 15 epochs on the labels alone, from the same fp
-# runs (copied from the recipe study), on the training images neither shifted nor flipped.
-# Resumable; then the report in reports/fashion-mnist-recipe-study-9/.
+# runs (the seventh study's, copied from its runs directory), on the training images neither
+# shifted nor flipped. Resumable; then the report in reports/fashion-mnist-recipe-study-9/.
 RECIPE_STUDY_9 := sweeps/fmnist_recipe_study_9.yaml
 recipe-study-9: install data
-	$(call copy_runs,$(RECIPE_STUDY),$(RECIPE_STUDY_9),fp fp_seed1 fp_seed2,recipe-study)
+	$(call copy_runs,$(RECIPE_STUDY_7),$(RECIPE_STUDY_9),fp fp_seed1 fp_seed2,recipe-study-7)
 	$(call sweep_and_report,$(RECIPE_STUDY_9),fashion-mnist-recipe-study-9)
 
 # The ninth study for seeds 1 and 2 (sweeps/fmnist_recipe_study_10.yaml, 4 trainings): the
-# recipe study's fp runs and the ninth study's seed-0 runs are copied in, so its report has
-# three seeds of fp, xnor and abc(1,1). Resumable; then reports/fashion-mnist-recipe-study-10/.
+# ninth study's fp runs (its baselines and starts) and seed-0 runs are copied in, so its
+# report has three seeds of fp, xnor and abc(1,1). Resumable; then
+# reports/fashion-mnist-recipe-study-10/.
 RECIPE_STUDY_10 := sweeps/fmnist_recipe_study_10.yaml
 recipe-study-10: install data
-	$(call copy_runs,$(RECIPE_STUDY),$(RECIPE_STUDY_10),fp fp_seed1 fp_seed2,recipe-study)
-	$(call copy_runs,$(RECIPE_STUDY_9),$(RECIPE_STUDY_10),xnor abc_1_1,recipe-study-9)
+	$(call copy_runs,$(RECIPE_STUDY_9),$(RECIPE_STUDY_10),fp fp_seed1 fp_seed2 xnor abc_1_1,recipe-study-9)
 	$(call sweep_and_report,$(RECIPE_STUDY_10),fashion-mnist-recipe-study-10)
 
 # The bitwise engine on trained runs: short trainings (far from converged, which does not
