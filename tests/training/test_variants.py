@@ -48,6 +48,11 @@ def _composed(compose_cfg, experiment: str, name: str, expected: dict):
     return cfg, OmegaConf.to_container(cfg, resolve=False), source
 
 
+def fixed(spec) -> dict:
+    """A sweep's fixed parameters (those given one value), by name."""
+    return {k: v["value"] for k, v in spec.raw["parameters"].items() if "value" in v}
+
+
 def _check_sweep_order(sweep: str, experiment: str, variants: list[str], expected: dict):
     """The sweep runs every variant once, each after the run it starts from."""
     spec = load_spec(REPO / "sweeps" / sweep)
@@ -83,7 +88,8 @@ def test_study_sweep_lists_every_variant_after_the_run_it_starts_from():
 
 STUDY2 = REPO / "conf" / "variant" / "recipe_study"
 # Files there that are not the recipe study's variants: settings the variants include, and
-# the variants of a later study (checked by test_eighth_recipe_study_...).
+# the variants of later studies (checked by test_eighth_recipe_study_... and
+# test_tenth_recipe_study_...).
 STUDY2_SETTINGS = {"binary_recipe", "long_finetune"}
 STUDY8_VARIANTS = {"xnor_15", "abc_1_1_15"}
 STUDY10_VARIANTS = {f"{q}_seed{s}" for q in ("xnor", "abc_1_1") for s in (1, 2)}
@@ -178,7 +184,6 @@ def test_third_recipe_study_adds_activation_calibration_to_the_second(compose_cf
     before = second.raw["parameters"]["variant"]["values"]
     assert sorted(values) == sorted(v for v in before if v not in copied)
     assert third.grid_size() == 11
-    fixed = lambda spec: {k: v["value"] for k, v in spec.raw["parameters"].items() if "value" in v}  # noqa: E731
     assert fixed(third) == {**fixed(second), "quant.act_calibration": "shifts"}  # the one change
     keys = {}
     for spec in (second, third):
@@ -201,7 +206,6 @@ def _one_change(compose_cfg, base_file: str, sweep_file: str, change: dict, keye
     ``change``)."""
     base = load_spec(REPO / "sweeps" / base_file)
     later = load_spec(REPO / "sweeps" / sweep_file)
-    fixed = lambda spec: {k: v["value"] for k, v in spec.raw["parameters"].items() if "value" in v}  # noqa: E731
     assert fixed(later) == {**fixed(base), **change}  # the one change
     variants = later.raw["parameters"]["variant"]["values"]
     assert later.grid_size() == len(variants)  # one training per variant, nothing else swept
@@ -295,7 +299,6 @@ def test_tenth_recipe_study_is_the_ninth_for_seeds_one_and_two(compose_cfg):
     starts from (that of its seed); seed 1 of both first."""
     ninth = load_spec(REPO / "sweeps" / "fmnist_recipe_study_9.yaml")
     tenth = load_spec(REPO / "sweeps" / "fmnist_recipe_study_10.yaml")
-    fixed = lambda spec: {k: v["value"] for k, v in spec.raw["parameters"].items() if "value" in v}  # noqa: E731
     assert fixed(tenth) == fixed(ninth)
     variants = tenth.raw["parameters"]["variant"]["values"]
     assert tenth.grid_size() == len(variants) == 4
@@ -392,7 +395,6 @@ def test_eighth_recipe_study_is_the_seventh_on_resnet20_with_bireal_shortcuts(co
     all as in the recipe studies but for the model."""
     seventh = load_spec(REPO / "sweeps" / "fmnist_recipe_study_7.yaml")
     eighth = load_spec(REPO / "sweeps" / "fmnist_recipe_study_8.yaml")
-    fixed = lambda spec: {k: v["value"] for k, v in spec.raw["parameters"].items() if "value" in v}  # noqa: E731
     assert fixed(eighth) == {"experiment": "fmnist_recipe_study", "model": "resnet20_bireal"}
     variants = eighth.raw["parameters"]["variant"]["values"]
     assert eighth.grid_size() == len(variants) == 5
